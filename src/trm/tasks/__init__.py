@@ -1,0 +1,30 @@
+"""Puzzle families. Each module parses, generates, augments, renders and scores one family; `task_for` finds
+the task of a checkpoint from the `task.json` its data set wrote (copied into the checkpoint)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from trm.config import ModelConfig
+from trm.errors import CheckpointError
+from trm.tasks.base import Task
+from trm.tasks.sudoku import SudokuTask
+
+TASK_FILE = "task.json"
+
+
+def task_from_info(info: dict) -> Task:
+    if info.get("task") == "sudoku":
+        return SudokuTask(int(info["size"]))
+    raise CheckpointError(f"unknown task {info.get('task')!r} in {TASK_FILE}")
+
+
+def task_for(checkpoint_dir: Path, config: ModelConfig) -> Task:
+    path = Path(checkpoint_dir) / TASK_FILE
+    if path.is_file():
+        return task_from_info(json.loads(path.read_text()))
+    for size in (4, 6, 9):  # checkpoints converted from the official code carry no task file
+        if config.seq_len == size * size:
+            return SudokuTask(size)
+    raise CheckpointError(f"{checkpoint_dir}: no {TASK_FILE}, and seq_len {config.seq_len} is no known task")

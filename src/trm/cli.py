@@ -1,0 +1,102 @@
+"""`trm` command line: argument parsing only; every command calls a library function.
+
+Bad input ends with one `trm: error: ...` line and exit status 2; set TRM_DEBUG=1 for the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="build a data set in the official on-disk layout")
+    tasks = p.add_subparsers(dest="task", required=True)
+    s = tasks.add_parser("sudoku", help="Sudoku: from Sudoku-Extreme CSV, a plain puzzle list, or generated")
+    s.add_argument("--out", required=True, type=Path, help="output directory")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--csv", type=Path, help="CSV in the Sudoku-Extreme format (source,question,answer,rating)")
+    src.add_argument("--hf", action="store_true", help="download sapientinc/sudoku-extreme (needs network)")
+    src.add_argument("--puzzles", type=Path, help="plain puzzle list, one per line; labelled by trm's solver")
+    src.add_argument("--generate", type=int, metavar="N", help="generate N unique-solution puzzles")
+    s.add_argument("--size", type=int, choices=(4, 6, 9), default=9, help="grid size for --generate")
+    s.add_argument("--min-rating", type=int, default=0, help="minimum difficulty (solver backtracks)")
+    s.add_argument("--subsample", type=int, help="keep N random training puzzles")
+    s.add_argument("--aug", type=int, default=0, help="augmented copies per training puzzle")
+    s.add_argument("--test-fraction", type=float, help="hold out this fraction as the test split")
+    s.add_argument("--test-csv", type=Path, help="separate test source (Sudoku-Extreme CSV)")
+    s.add_argument("--test-puzzles", type=Path, help="separate test source (plain puzzle list)")
+    s.add_argument("--test-subsample", type=int, help="keep N random test puzzles")
+    s.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trm", description="Tiny Recursive Models: train, evaluate and solve puzzles.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="build 6x6 Sudoku data, train a small TRM on CPU, solve held-out puzzles")
+    d.add_argument("--out", type=Path, default=Path("runs/demo"), help="where data and the run go")
+    d.add_argument("--steps", type=int, help="training steps (default: the demo preset's)")
+    d.add_argument("--seed", type=int, default=0)
+
+    _add_data(sub)
+
+    t = sub.add_parser("train", help="train a model from a preset with key=value overrides")
+    t.add_argument("preset", nargs="?", help="preset name (see `trm info --presets`)")
+    t.add_argument("overrides", nargs="*", help="config overrides, e.g. data=DIR lr=3e-4 hidden_size=128")
+    t.add_argument("--run-dir", type=Path, help="run directory (default runs/<preset>)")
+    t.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    t.add_argument("--no-progress", action="store_true")
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint on a data set's test split")
+    e.add_argument("checkpoint", type=Path)
+    e.add_argument("data", type=Path)
+    e.add_argument("--split", default="test")
+    e.add_argument("--steps", type=int, help="supervision steps (default N_sup)")
+    e.add_argument("--halt", action="store_true", help="stop each puzzle when the Q head says halt")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--max-examples", type=int)
+    e.add_argument("--save-outputs", type=Path, metavar="FILE.npz")
+    e.add_argument("--device", default="auto")
+
+    s = sub.add_parser("solve", help="solve puzzles with a checkpoint")
+    s.add_argument("checkpoint", type=Path)
+    s.add_argument("puzzle", help="a puzzle string, a file of puzzles, or - for stdin")
+    s.add_argument("--steps", type=int, help="supervision steps (default N_sup)")
+    s.add_argument("--halt", action="store_true", help="stop when the Q head says halt")
+    s.add_argument("--trace", action="store_true", help="print the answer after every supervision step")
+    s.add_argument("--device", default="auto")
+
+    c = sub.add_parser("convert", help="convert an official TRM checkpoint into a trm checkpoint directory")
+    c.add_argument("official", type=Path, help="official checkpoint file (all_config.yaml beside it)")
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--config", type=Path, help="all_config.yaml, if not beside the checkpoint")
+
+    i = sub.add_parser("info", help="print a preset's or checkpoint's config and parameter count")
+    i.add_argument("target", nargs="?", help="preset name or checkpoint directory")
+    i.add_argument("--presets", action="store_true", help="list the presets")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from trm import commands
+    from trm.errors import TRMError
+
+    user_errors: tuple[type[BaseException], ...] = (TRMError,)
+    try:
+        return getattr(commands, args.command)(args) or 0
+    except user_errors as err:
+        if os.environ.get("TRM_DEBUG"):
+            raise
+        print(f"trm: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("trm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

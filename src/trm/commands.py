@@ -1,0 +1,200 @@
+"""The CLI's commands: each turns parsed arguments into calls of the library and prints the result."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from trm.errors import CheckpointError, ConfigError, TRMError
+
+
+def demo(args: argparse.Namespace) -> int:
+    from trm.demo import run_demo
+
+    run_demo(args.out, steps=args.steps, seed=args.seed)
+    return 0
+
+
+def _labelled_list(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A plain puzzle list, each labelled by trm's exact solver; a bad line names its line number."""
+    from tqdm import tqdm
+
+    from trm.tasks import sudoku
+
+    pairs = []
+    for i, text in enumerate(tqdm(sudoku.read_puzzle_list(path), desc=f"solving {path.name}", unit="puzzle")):
+        try:
+            puzzle = sudoku.parse_puzzle(text)
+            pairs.append((puzzle, sudoku.solution_of(puzzle)))
+        except sudoku.SudokuError as err:
+            raise sudoku.SudokuError(f"{path}: puzzle {i + 1}: {err}") from None
+    return pairs
+
+
+def _sudoku_source(args: argparse.Namespace, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    from trm.tasks import sudoku
+
+    if args.csv or args.hf:
+        path = args.csv or sudoku.download_sudoku_extreme("train")
+        rows = sudoku.read_csv(path, min_rating=args.min_rating or None, subsample=args.subsample, rng=rng)
+        return [(p, s) for p, s, _ in rows]
+    if args.puzzles:
+        pairs = _labelled_list(args.puzzles)
+    else:
+        pairs = [(p, s) for p, s, _ in sudoku.generate(args.generate, args.size, rng, min_rating=args.min_rating)]
+    if args.subsample and args.subsample < len(pairs):
+        pairs = [pairs[i] for i in rng.choice(len(pairs), args.subsample, replace=False)]
+    return pairs
+
+
+def data(args: argparse.Namespace) -> int:
+    from trm.tasks import sudoku
+
+    rng = np.random.default_rng(args.seed)
+    train = _sudoku_source(args, rng)
+    if args.test_csv:
+        test = [(p, s) for p, s, _ in sudoku.read_csv(args.test_csv, subsample=args.test_subsample, rng=rng)]
+    elif args.test_puzzles:
+        test = _labelled_list(args.test_puzzles)
+    elif args.hf and args.test_fraction is None:
+        test = [(p, s) for p, s, _ in sudoku.read_csv(sudoku.download_sudoku_extreme("test"),
+                                                      subsample=args.test_subsample, rng=rng)]
+    else:
+        fraction = 0.1 if args.test_fraction is None else args.test_fraction
+        if not 0 <= fraction < 1:
+            raise ConfigError(f"--test-fraction must be in [0, 1), got {fraction}")
+        n_test = int(round(len(train) * fraction))
+        order = rng.permutation(len(train))
+        test = [train[i] for i in order[:n_test]]
+        train = [train[i] for i in order[n_test:]]
+    if args.test_subsample and args.test_subsample < len(test):
+        test = [test[i] for i in rng.choice(len(test), args.test_subsample, replace=False)]
+    if not train:
+        raise ConfigError("no training puzzles left after filtering")
+    summary = sudoku.build_dataset(args.out, train, test, aug=args.aug, seed=args.seed)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def train(args: argparse.Namespace) -> int:
+    from trm.config import build_train_config
+    from trm.train import format_metrics, resume
+    from trm.train import train as run_train
+
+    progress = not args.no_progress
+    if args.resume:
+        if args.preset or args.overrides:
+            raise ConfigError("--resume continues a run with its saved config; give no preset or overrides")
+        metrics = resume(args.resume, progress=progress)
+    else:
+        if not args.preset:
+            raise ConfigError("give a preset (see `trm info --presets`) or --resume RUN_DIR")
+        cfg = build_train_config(args.preset, args.overrides)
+        run_dir = args.run_dir or Path("runs") / args.preset
+        metrics = run_train(cfg, run_dir, progress=progress)
+        print(f"run directory: {run_dir}")
+    if metrics:
+        print("final eval: " + format_metrics(metrics))
+    return 0
+
+
+def load_checkpoint(path: Path, device: torch.device):
+    """A checkpoint directory, or a run directory (its newest checkpoint)."""
+    from trm.models.trm import TRM
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    last = path / "checkpoints" / "last"
+    if last.is_file():
+        path = path / "checkpoints" / last.read_text().strip()
+    return TRM.from_pretrained(path, map_location=device).eval(), path
+
+
+def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
+    from trm.data import load_split
+    from trm.evaluate import evaluate
+    from trm.train import pick_device
+
+    device = pick_device(args.device)
+    model, _ = load_checkpoint(args.checkpoint, device)
+    ds = load_split(args.data, args.split)
+    from tqdm import tqdm
+
+    total = min(ds.num_examples, args.max_examples or ds.num_examples)
+    with tqdm(total=total, desc="eval", unit="ex", file=sys.stderr) as bar:
+        res = evaluate(model, ds, args.batch_size, steps=args.steps, halt=args.halt, max_examples=args.max_examples,
+                       save_outputs=args.save_outputs is not None, progress=bar.update)
+    for key, value in res.metrics.items():
+        print(f"{key:16s} {value:.6g}")
+    if args.save_outputs:
+        np.savez_compressed(args.save_outputs, **res.outputs)
+        print(f"outputs written to {args.save_outputs}")
+    return 0
+
+
+def _read_puzzle_arg(text: str) -> list[str]:
+    if text == "-":
+        lines = sys.stdin.read().splitlines()
+    elif Path(text).is_file():
+        lines = Path(text).read_text().splitlines()
+    else:
+        return [text]
+    return [ln.split()[0] for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def solve(args: argparse.Namespace) -> int:
+    from trm.inference import solve_puzzles
+    from trm.tasks import task_for
+    from trm.train import pick_device
+
+    device = pick_device(args.device)
+    model, ckpt = load_checkpoint(args.checkpoint, device)
+    task = task_for(ckpt, model.config)
+    puzzles = _read_puzzle_arg(args.puzzle)
+    if not puzzles:
+        raise TRMError("no puzzles given")
+    for i, sol in enumerate(solve_puzzles(model, task, puzzles, steps=args.steps, halt=args.halt, trace=args.trace)):
+        if len(puzzles) > 1:
+            print(f"# puzzle {i + 1}: {puzzles[i]}")
+        if args.trace:
+            for step, grid in enumerate(sol.trace, 1):
+                print(f"step {step}: {task.format(grid)}  valid={task.is_solution(grid, sol.puzzle)}")
+        print(task.render(sol.answer, sol.puzzle))
+        print(f"answer: {task.format(sol.answer)}")
+        print(f"valid solution: {'yes' if sol.valid else 'no'}   supervision steps: {sol.steps}")
+    return 0
+
+
+def convert(args: argparse.Namespace) -> int:
+    from trm.checkpoint import convert_official
+
+    out = convert_official(args.official, args.out, config_path=args.config)
+    print(f"converted checkpoint written to {out}")
+    return 0
+
+
+def info(args: argparse.Namespace) -> int:
+    from trm.config import build_train_config, list_presets
+    from trm.models.trm import TRM
+
+    if args.presets or not args.target:
+        print("presets: " + ", ".join(list_presets()))
+        return 0
+    target = Path(args.target)
+    if target.exists():
+        model, path = load_checkpoint(target, torch.device("cpu"))
+        print(f"checkpoint: {path}")
+        print(yaml.safe_dump({"model": model.config.model_dump()}, sort_keys=False), end="")
+    else:
+        cfg = build_train_config(args.target)
+        model = TRM(cfg.model)
+        print(yaml.safe_dump(cfg.model_dump(), sort_keys=False), end="")
+    print(f"trainable parameters: {model.num_parameters():,}")
+    return 0

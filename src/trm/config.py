@@ -1,0 +1,185 @@
+"""Typed configs. A `ModelConfig` fully describes a model; a `TrainConfig` fully describes a run.
+
+Names follow the TRM paper. The official code (SamsungSAILMontreal/TinyRecursiveModels, sapientinc/HRM)
+uses other names; this table is the one place where the mapping lives:
+
+    paper / trm            official code            meaning
+    ------------------     ---------------------    ------------------------------------------
+    y                      z_H                      current answer state
+    z                      z_L                      latent reasoning state
+    T                      H_cycles                 recursion blocks per supervision step
+    n                      L_cycles                 z-updates per recursion block
+    N_sup                  halt_max_steps           maximum supervision steps
+    num_layers             L_layers                 blocks in the (single) network
+    mixer="mlp"            mlp_t=True               MLP across positions instead of attention
+    pos_encoding           pos_encodings            "rope" | "learned" | "none"
+    q_continue             not no_ACT_continue      HRM-style Q-continue head and target
+    y_init, z_init         H_init, L_init           fixed, saved, untrained initial states
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from trm.errors import ConfigError
+
+
+class ModelConfig(BaseModel):
+    """Everything needed to rebuild a model. Data-dependent sizes are part of it (HF style)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arch: Literal["trm"] = "trm"
+    vocab_size: int = Field(11, gt=0)
+    seq_len: int = Field(81, gt=0)
+    num_puzzle_identifiers: int = Field(1, gt=0)
+
+    hidden_size: int = Field(512, gt=0)
+    num_heads: int = Field(8, gt=0)
+    expansion: float = Field(4.0, gt=0)
+    num_layers: int = Field(2, gt=0)
+    T: int = Field(3, ge=1)
+    n: int = Field(6, ge=1)
+    N_sup: int = Field(16, ge=1)
+    halt_exploration_prob: float = Field(0.1, ge=0.0, le=1.0)
+    q_continue: bool = False
+
+    mixer: Literal["attention", "mlp"] = "attention"
+    pos_encoding: Literal["rope", "learned", "none"] = "rope"
+    rope_theta: float = Field(10000.0, gt=0)
+    rms_norm_eps: float = Field(1e-5, gt=0)
+
+    puzzle_emb_ndim: int = Field(512, ge=0)
+    puzzle_emb_len: int = Field(16, ge=0)
+
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.mixer == "attention" and self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.pos_encoding == "rope" and self.mixer == "attention" and (self.hidden_size // self.num_heads) % 2:
+            raise ValueError("rope needs an even head dimension")
+        if self.puzzle_emb_len and self.puzzle_emb_ndim > self.puzzle_emb_len * self.hidden_size:
+            raise ValueError("puzzle_emb_ndim does not fit in puzzle_emb_len * hidden_size")
+        return self
+
+    @property
+    def prefix_len(self) -> int:
+        """Positions prepended for the puzzle embedding (official: puzzle_emb_len, or ceil(ndim / D))."""
+        if self.puzzle_emb_ndim == 0:
+            return 0
+        return self.puzzle_emb_len or math.ceil(self.puzzle_emb_ndim / self.hidden_size)
+
+    @property
+    def total_len(self) -> int:
+        return self.seq_len + self.prefix_len
+
+
+class TrainConfig(BaseModel):
+    """A training run: the model, the data and the optimisation recipe (official defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelConfig = ModelConfig()
+    data: str | None = None
+    eval_data: str | None = None
+
+    global_batch_size: int = Field(768, gt=0)
+    epochs: int = Field(50000, gt=0)
+    eval_interval: int = Field(5000, gt=0)
+    max_steps: int | None = Field(None, gt=0)
+    eval_max_examples: int | None = Field(None, gt=0)
+
+    lr: float = Field(1e-4, ge=0)
+    lr_min_ratio: float = Field(1.0, ge=0, le=1)
+    lr_warmup_steps: int = Field(2000, ge=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.95, ge=0, lt=1)
+    weight_decay: float = Field(1.0, ge=0)
+    puzzle_emb_lr: float = Field(1e-4, ge=0)
+    puzzle_emb_weight_decay: float = Field(1.0, ge=0)
+
+    loss_type: Literal["stablemax", "softmax"] = "stablemax"
+    ema: bool = True
+    ema_rate: float = Field(0.999, ge=0, le=1)
+    eval_halt: bool = False
+
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = Field(10, gt=0)
+    tensorboard: bool = False
+    wandb: bool = False
+
+
+PRESET_DIR = "presets"
+
+
+def list_presets() -> list[str]:
+    files = resources.files("trm").joinpath(PRESET_DIR).iterdir()
+    return sorted(f.name[: -len(".yaml")] for f in files if f.name.endswith(".yaml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """A preset is a YAML file of TrainConfig fields in `trm/presets/`."""
+    path = resources.files("trm").joinpath(PRESET_DIR, f"{name}.yaml")
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(list_presets())}")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def _parse_value(text: str) -> Any:
+    """`key=value` values are YAML scalars: 1e-4, true, none, rope, [1, 2]."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `key=value` overrides. Model fields may be given bare (`hidden_size=64`) or dotted."""
+    raw = json.loads(json.dumps(raw))  # deep copy of plain data
+    train_fields, model_fields = set(TrainConfig.model_fields), set(ModelConfig.model_fields)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        path = key.strip().split(".")
+        if len(path) == 1 and path[0] not in train_fields and path[0] in model_fields:
+            path = ["model", path[0]]
+        if path[0] not in train_fields or (path[0] == "model" and (len(path) != 2 or path[1] not in model_fields)):
+            raise ConfigError(f"unknown config field {key!r}")
+        node = raw
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = _parse_value(value)
+    return raw
+
+
+def validation_message(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "config"
+    return f"bad config value for {where}: {first['msg']} (got {first.get('input')!r})"
+
+
+def build_train_config(preset: str | None, overrides: list[str] = ()) -> TrainConfig:
+    raw = load_preset(preset) if preset else {}
+    raw = apply_overrides(raw, list(overrides))
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(validation_message(err)) from None
+
+
+def model_config_from_json(path: Path) -> ModelConfig:
+    try:
+        return ModelConfig.model_validate_json(Path(path).read_text())
+    except ValidationError as err:
+        raise ConfigError(f"{path}: {validation_message(err)}") from None
