@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite (and the linter), on the CPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check src tests benchmarks
+exec .venv/bin/python -m pytest "$@"
