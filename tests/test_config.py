@@ -1,0 +1,61 @@
+"""Presets, overrides and config validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from trm.config import ModelConfig, apply_overrides, build_train_config, list_presets
+from trm.errors import ConfigError
+
+
+def test_presets_are_listed_and_valid():
+    names = list_presets()
+    assert {"sudoku-mlp", "sudoku-att", "arc-att"} <= set(names)
+    for name in names:
+        build_train_config(name)
+
+
+def test_paper_presets_hold_the_official_recipe():
+    mlp = build_train_config("sudoku-mlp")
+    assert (mlp.model.mixer, mlp.model.pos_encoding, mlp.model.T, mlp.model.n, mlp.model.N_sup) == ("mlp", "none", 3, 6, 16)
+    assert (mlp.lr, mlp.weight_decay, mlp.global_batch_size, mlp.ema_rate) == (1e-4, 1.0, 768, 0.999)
+    arc = build_train_config("arc-att")
+    assert (arc.model.n, arc.puzzle_emb_lr, arc.weight_decay) == (4, 1e-2, 0.1)
+
+
+def test_overrides_bare_dotted_and_typed():
+    cfg = build_train_config("sudoku-att", ["hidden_size=64", "model.num_heads=4", "lr=3e-4", "ema=false"])
+    assert cfg.model.hidden_size == 64 and cfg.model.num_heads == 4
+    assert cfg.lr == 3e-4 and cfg.ema is False
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["hidden_sise=64"], "unknown config field 'hidden_sise'"),
+        (["lr"], "not of the form key=value"),
+        (["mixer=conv"], "bad config value for model.mixer"),
+        (["T=0"], "bad config value for model.T"),
+        (["global_batch_size=-3"], "bad config value for global_batch_size"),
+    ],
+)
+def test_bad_overrides_are_one_clear_error(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        build_train_config("sudoku-mlp", overrides)
+
+
+def test_unknown_preset_names_the_known_ones():
+    with pytest.raises(ConfigError, match="unknown preset 'sudoku-xl'.*sudoku-mlp"):
+        build_train_config("sudoku-xl")
+
+
+def test_heads_must_divide_hidden_size_for_attention():
+    with pytest.raises(ValueError, match="divisible"):
+        ModelConfig(hidden_size=100, num_heads=8, mixer="attention")
+    ModelConfig(hidden_size=100, num_heads=8, mixer="mlp", pos_encoding="none")
+
+
+def test_overrides_do_not_mutate_the_input():
+    raw = {"model": {"hidden_size": 8}}
+    apply_overrides(raw, ["hidden_size=16"])
+    assert raw == {"model": {"hidden_size": 8}}
