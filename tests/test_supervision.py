@@ -129,6 +129,8 @@ def test_max_steps_caps_training_and_exploration_sets_a_minimum():
 
 def test_q_continue_target_trains_without_crashing():
     model = tiny_model(q_continue=True)
+    with torch.no_grad():
+        model.q_head.bias.copy_(torch.tensor([0.0, -5.0]))  # target sigmoid(max(q_halt', q_cont')) = 0.5
     sup = DeepSupervision(model).train()
     b = make_batch(4)
     carry = sup.initial_carry(b)

@@ -1,0 +1,118 @@
+"""End to end on tiny 4x4 Sudoku: data -> train -> checkpoint -> eval / solve / resume, through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trm.cli import main
+from trm.config import build_train_config
+from trm.train import Trainer, resume, save_run_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data4(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "sudoku4"
+    assert main(["data", "sudoku", "--out", str(out), "--generate", "300", "--size", "4", "--aug", "8",
+                 "--test-fraction", "0.2", "--seed", "1"]) == 0
+    return out
+
+
+def metrics_of(run_dir: Path, split: str) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["split"] == split]
+
+
+@pytest.fixture(scope="module")
+def trained(data4, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    assert main(["train", "sudoku4-tiny", f"data={data4}", "epochs=30", "eval_interval=15",
+                 "--run-dir", str(run), "--no-progress"]) == 0
+    return run
+
+
+def test_small_run_learns(trained):
+    train_rows = metrics_of(trained, "train")
+    first, last = train_rows[0], train_rows[-1]
+    assert last["lm_loss"] < 0.7 * first["lm_loss"]
+    evals = metrics_of(trained, "eval")
+    assert len(evals) == 2
+    assert evals[-1]["accuracy"] > 0.5  # per-token accuracy well above chance (1/4)
+    assert (trained / "checkpoints" / "last").is_file()
+
+
+def test_eval_and_save_outputs(trained, data4, tmp_path, capsys):
+    out = tmp_path / "outputs.npz"
+    assert main(["eval", str(trained), str(data4), "--save-outputs", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "exact_accuracy" in printed
+    arrays = np.load(out)
+    n_test = len(np.load(data4 / "test" / "all__inputs.npy"))
+    assert arrays["logits"].shape == (n_test, 16, 11)
+    assert arrays["q_halt_logits"].shape == (n_test,)
+    np.testing.assert_array_equal(arrays["preds"], arrays["logits"].argmax(-1))
+
+
+def test_solve_prints_grid_validity_and_steps(trained, capsys):
+    assert main(["solve", str(trained), "1...", "--steps", "2"]) == 2  # wrong length: one clear error
+    err = capsys.readouterr().err
+    assert err.startswith("trm: error:") and err.count("\n") == 1
+    assert main(["solve", str(trained), "12..34....21....", "--trace", "--steps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "step 3:" in out and "valid solution:" in out and "supervision steps: 3" in out
+
+
+def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(data4, tmp_path):
+    overrides = [f"data={data4}", "max_steps=12", "eval_interval=1000", "log_every=1"]
+    cfg = build_train_config("sudoku4-tiny", overrides)
+    full = tmp_path / "full"
+    save_run_config(full, cfg)
+    Trainer(cfg, full, progress=False).fit()
+
+    half = tmp_path / "half"
+    cfg_half = cfg.model_copy(update={"max_steps": 5})
+    save_run_config(half, cfg_half)
+    Trainer(cfg_half, half, progress=False).fit()  # saves its state at its last step
+    (half / "config.json").write_text(cfg.model_dump_json())  # continue to the full length
+    resume(half, progress=False)
+
+    a = [r for r in metrics_of(full, "train")]
+    b = [r for r in metrics_of(half, "train")]
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 13))
+    for ra, rb in zip(a, b, strict=True):
+        for key in ("lm_loss", "q_halt_loss", "accuracy", "exact_accuracy", "count", "lr"):
+            assert ra[key] == pytest.approx(rb[key], rel=1e-6, abs=1e-9), (ra["step"], key)
+    wa = torch.load(full / "train_state.pt", weights_only=False)["model"]
+    wb = torch.load(half / "train_state.pt", weights_only=False)["model"]
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "nope"], "unknown preset"),
+        (["train", "sudoku4-tiny", "data=/nonexistent"], "/nonexistent"),
+        (["train", "sudoku4-tiny", "hidden=3"], "unknown config field"),
+        (["eval", "/nonexistent", "/nonexistent"], "no such checkpoint"),
+        (["info", "sudoku-xl"], "unknown preset"),
+    ],
+)
+def test_cli_errors_are_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_corrupt_training_state_is_reported(data4, tmp_path, capsys):
+    run = tmp_path / "r"
+    save_run_config(run, build_train_config("sudoku4-tiny", [f"data={data4}"]))
+    (run / "train_state.pt").write_bytes(b"not a torch file")
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "corrupt training state" in capsys.readouterr().err
