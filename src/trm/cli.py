@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("official", type=Path, help="official checkpoint file (all_config.yaml beside it)")
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--config", type=Path, help="all_config.yaml, if not beside the checkpoint")
+    c.add_argument("--seq-len", type=int, help="sequence length, when the checkpoint does not show it")
 
     i = sub.add_parser("info", help="print a preset's or checkpoint's config and parameter count")
     i.add_argument("target", nargs="?", help="preset name or checkpoint directory")

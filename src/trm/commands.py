@@ -175,7 +175,7 @@ def solve(args: argparse.Namespace) -> int:
 def convert(args: argparse.Namespace) -> int:
     from trm.checkpoint import convert_official
 
-    out = convert_official(args.official, args.out, config_path=args.config)
+    out = convert_official(args.official, args.out, config_path=args.config, seq_len=args.seq_len)
     print(f"converted checkpoint written to {out}")
     return 0
 
