@@ -17,7 +17,13 @@ def test_presets_are_listed_and_valid():
 
 def test_paper_presets_hold_the_official_recipe():
     mlp = build_train_config("sudoku-mlp")
-    assert (mlp.model.mixer, mlp.model.pos_encoding, mlp.model.T, mlp.model.n, mlp.model.N_sup) == ("mlp", "none", 3, 6, 16)
+    assert (mlp.model.mixer, mlp.model.pos_encoding, mlp.model.T, mlp.model.n, mlp.model.N_sup) == (
+        "mlp",
+        "none",
+        3,
+        6,
+        16,
+    )
     assert (mlp.lr, mlp.weight_decay, mlp.global_batch_size, mlp.ema_rate) == (1e-4, 1.0, 768, 0.999)
     arc = build_train_config("arc-att")
     assert (arc.model.n, arc.puzzle_emb_lr, arc.weight_decay) == (4, 1e-2, 0.1)

@@ -18,8 +18,18 @@ from trm.data import (
     test_batches,
 )
 
-OFFICIAL_KEYS = {"pad_id", "ignore_label_id", "blank_identifier_id", "vocab_size", "seq_len", "num_puzzle_identifiers",
-                 "total_groups", "mean_puzzle_examples", "total_puzzles", "sets"}
+OFFICIAL_KEYS = {
+    "pad_id",
+    "ignore_label_id",
+    "blank_identifier_id",
+    "vocab_size",
+    "seq_len",
+    "num_puzzle_identifiers",
+    "total_groups",
+    "mean_puzzle_examples",
+    "total_puzzles",
+    "sets",
+}
 
 
 def write_random(root, groups, seq_len=6, vocab=8, seed=0):
@@ -29,7 +39,13 @@ def write_random(root, groups, seq_len=6, vocab=8, seed=0):
     for n_puzzles, n_examples in groups:
         puzzles = []
         for _ in range(n_puzzles):
-            puzzles.append((ident, rng.integers(1, vocab, (n_examples, seq_len)), rng.integers(0, vocab, (n_examples, seq_len))))
+            puzzles.append(
+                (
+                    ident,
+                    rng.integers(1, vocab, (n_examples, seq_len)),
+                    rng.integers(0, vocab, (n_examples, seq_len)),
+                )
+            )
             ident += 1
         writer.add_group(puzzles)
     return writer.close(vocab_size=vocab, num_puzzle_identifiers=ident)
@@ -58,11 +74,23 @@ def test_official_builder_output_loads(tmp_path):
     np.save(d / "all__puzzle_identifiers.npy", np.zeros(2, np.int32))
     np.save(d / "all__puzzle_indices.npy", np.array([0, 1, 2], np.int32))
     np.save(d / "all__group_indices.npy", np.array([0, 1, 2], np.int32))
-    json.dump({"pad_id": 0, "ignore_label_id": 0, "blank_identifier_id": 0, "vocab_size": 11, "seq_len": 4,
-               "num_puzzle_identifiers": 1, "total_groups": 2, "mean_puzzle_examples": 1.0, "total_puzzles": 2,
-               "sets": ["all"]}, (d / "dataset.json").open("w"))
+    json.dump(
+        {
+            "pad_id": 0,
+            "ignore_label_id": 0,
+            "blank_identifier_id": 0,
+            "vocab_size": 11,
+            "seq_len": 4,
+            "num_puzzle_identifiers": 1,
+            "total_groups": 2,
+            "mean_puzzle_examples": 1.0,
+            "total_puzzles": 2,
+            "sets": ["all"],
+        },
+        (d / "dataset.json").open("w"),
+    )
     ds = load_split(tmp_path, "test")
-    (batch, n), = list(test_batches(ds, 4))
+    ((batch, n),) = list(test_batches(ds, 4))
     assert n == 2
     assert batch["inputs"][:2].eq(1).all() and batch["inputs"][2:].eq(0).all()  # PAD rows
     assert batch["labels"][2:].eq(IGNORE_LABEL).all()
@@ -133,7 +161,7 @@ def test_ignore_label_mapping(tmp_path):
     writer = DatasetWriter(tmp_path, "test", 3)
     writer.add_group([(0, np.array([[1, 2, 3]]), np.array([[0, 2, 0]]))])
     writer.close(vocab_size=4, num_puzzle_identifiers=1, ignore_label_id=0)
-    (batch, n), = list(test_batches(load_split(tmp_path, "test"), 2))
+    ((batch, n),) = list(test_batches(load_split(tmp_path, "test"), 2))
     assert batch["labels"][0].tolist() == [IGNORE_LABEL, 2, IGNORE_LABEL] and n == 1
 
 
@@ -148,13 +176,22 @@ def test_test_batches_cover_everything_in_order(tmp_path):
     assert [n for _, n in test_batches(ds, 4, max_examples=6)] == [4, 2]
 
 
-@pytest.mark.parametrize("damage,message", [
-    (lambda d: (d / "all__labels.npy").unlink(), "all__labels.npy: missing"),
-    (lambda d: (d / "all__inputs.npy").write_bytes((d / "all__inputs.npy").read_bytes()[:90]), "all__inputs.npy: corrupt"),
-    (lambda d: (d / "dataset.json").write_text("{not json"), "dataset.json: malformed"),
-    (lambda d: np.save(d / "all__puzzle_indices.npy", np.array([0, 9, 5, 13], np.int32)), "backwards|span"),
-    (lambda d: np.save(d / "all__inputs.npy", np.full((13, 6), 99, np.uint8)), "vocab_size"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda d: (d / "all__labels.npy").unlink(), "all__labels.npy: missing"),
+        (
+            lambda d: (d / "all__inputs.npy").write_bytes((d / "all__inputs.npy").read_bytes()[:90]),
+            "all__inputs.npy: corrupt",
+        ),
+        (lambda d: (d / "dataset.json").write_text("{not json"), "dataset.json: malformed"),
+        (
+            lambda d: np.save(d / "all__puzzle_indices.npy", np.array([0, 9, 5, 13], np.int32)),
+            "backwards|span",
+        ),
+        (lambda d: np.save(d / "all__inputs.npy", np.full((13, 6), 99, np.uint8)), "vocab_size"),
+    ],
+)
 def test_corrupt_data_is_a_clear_error(tmp_path, damage, message):
     write_random(tmp_path, [(1, 3), (1, 3), (1, 7)])
     damage(tmp_path / "train")

@@ -14,8 +14,19 @@ from trm.models.trm import TRM
 
 
 def tiny(**kw) -> ModelConfig:
-    base = dict(vocab_size=11, seq_len=16, hidden_size=32, num_heads=2, num_layers=2, T=3, n=2, N_sup=4,
-                puzzle_emb_ndim=32, puzzle_emb_len=2, num_puzzle_identifiers=3)
+    base = dict(
+        vocab_size=11,
+        seq_len=16,
+        hidden_size=32,
+        num_heads=2,
+        num_layers=2,
+        T=3,
+        n=2,
+        N_sup=4,
+        puzzle_emb_ndim=32,
+        puzzle_emb_len=2,
+        num_puzzle_identifiers=3,
+    )
     base.update(kw)
     return ModelConfig(**base)
 

@@ -35,8 +35,9 @@ def test_adam_atan2_matches_the_formula():
             p.grad = torch.from_numpy(g[step])
         opt.step()
     for p, x, g in zip(params, init, grads, strict=True):
-        np.testing.assert_allclose(p.detach().numpy(), reference_adam_atan2(x, g, 0.01, 0.9, 0.95, 0.5), rtol=1e-5,
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            p.detach().numpy(), reference_adam_atan2(x, g, 0.01, 0.9, 0.95, 0.5), rtol=1e-5, atol=1e-6
+        )
 
 
 def test_adam_atan2_update_is_bounded_and_skips_missing_grads():

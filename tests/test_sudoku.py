@@ -50,7 +50,7 @@ def test_ambiguous_and_unsolvable_puzzles():
     with pytest.raises(sudoku.SudokuError, match="2 or more solutions"):
         sudoku.solution_of(np.zeros(81, np.uint8))
     # consistent givens, but cell 3 of row 1 can hold nothing: row has 1 2, column has 3 4
-    stuck = sudoku.parse_puzzle("12.." "...." "..3." "..4.")
+    stuck = sudoku.parse_puzzle("12........3...4.")
     assert brute_force_count(stuck) == 0
     with pytest.raises(sudoku.SudokuError, match="no solution"):
         sudoku.solution_of(stuck)
@@ -122,13 +122,16 @@ def test_augmentation_is_usually_not_the_identity():
     assert changed >= 19
 
 
-@pytest.mark.parametrize("text,message", [
-    (PUZZLE[:-1], "80 cells"),
-    ("12.x" + "." * 12, "unknown character 'x'"),
-    ("5" + "." * 15, "outside 1..4"),
-    ("11" + "." * 14, "digit 1 twice in row 1"),
-    ("1..." "1..." + "." * 8, "digit 1 twice in column 1"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (PUZZLE[:-1], "80 cells"),
+        ("12.x" + "." * 12, "unknown character 'x'"),
+        ("5" + "." * 15, "outside 1..4"),
+        ("11" + "." * 14, "digit 1 twice in row 1"),
+        ("1...1..." + "." * 8, "digit 1 twice in column 1"),
+    ],
+)
 def test_parse_errors_name_the_problem(text, message):
     with pytest.raises(sudoku.SudokuError, match=message):
         sudoku.parse_puzzle(text)

@@ -19,8 +19,18 @@ from trm.supervision import (
 
 
 def tiny_model(**kw) -> TRM:
-    base = dict(vocab_size=11, seq_len=16, hidden_size=32, num_heads=2, num_layers=1, T=2, n=1, N_sup=4,
-                puzzle_emb_ndim=0, halt_exploration_prob=0.0)
+    base = dict(
+        vocab_size=11,
+        seq_len=16,
+        hidden_size=32,
+        num_heads=2,
+        num_layers=1,
+        T=2,
+        n=1,
+        N_sup=4,
+        puzzle_emb_ndim=0,
+        halt_exploration_prob=0.0,
+    )
     base.update(kw)
     torch.manual_seed(0)
     return TRM(ModelConfig(**base))
@@ -61,7 +71,9 @@ def test_loss_is_token_mean_per_sequence_summed_plus_half_bce():
     lm = ce[0].sum() / 4 + ce[1].sum() / 2
     # row 0 is exactly right, row 1 is not (argmax of zeros is class 0, label 2 at position 1 is wrong)
     assert res.seq_correct.tolist() == [True, False]
-    bce = -math.log(torch.sigmoid(torch.tensor(0.3)).item()) - math.log(1 - torch.sigmoid(torch.tensor(-1.2)).item())
+    bce = -math.log(torch.sigmoid(torch.tensor(0.3)).item()) - math.log(
+        1 - torch.sigmoid(torch.tensor(-1.2)).item()
+    )
     assert math.isclose(res.lm.item(), lm.item(), rel_tol=1e-6)
     assert math.isclose(res.q_halt.item(), bce, rel_tol=1e-5)
     assert math.isclose(res.total.item(), lm.item() + 0.5 * bce, rel_tol=1e-5)

@@ -19,8 +19,27 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def data4(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data") / "sudoku4"
-    assert main(["data", "sudoku", "--out", str(out), "--generate", "300", "--size", "4", "--aug", "8",
-                 "--test-fraction", "0.2", "--seed", "1"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "sudoku",
+                "--out",
+                str(out),
+                "--generate",
+                "300",
+                "--size",
+                "4",
+                "--aug",
+                "8",
+                "--test-fraction",
+                "0.2",
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -32,8 +51,21 @@ def metrics_of(run_dir: Path, split: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def trained(data4, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "tiny"
-    assert main(["train", "sudoku4-tiny", f"data={data4}", "epochs=30", "eval_interval=15",
-                 "--run-dir", str(run), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "sudoku4-tiny",
+                f"data={data4}",
+                "epochs=30",
+                "eval_interval=15",
+                "--run-dir",
+                str(run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return run
 
 

@@ -17,7 +17,7 @@ import torch
 
 from trm.config import build_train_config
 from trm.models.trm import TRM
-from trm.optim import AdamATan2
+from trm.optim import AdamATan2, SignSGDEmbedding
 from trm.supervision import DeepSupervision, think
 
 
@@ -45,6 +45,11 @@ def trm_workload(preset: str, batch_size: int, overrides: list[str] = ()) -> Wor
     model = TRM(cfg.model)
     sup = DeepSupervision(model, cfg.loss_type).train()
     opt = AdamATan2(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sparse = (
+        SignSGDEmbedding(model.puzzle_emb, cfg.puzzle_emb_lr, cfg.puzzle_emb_weight_decay)
+        if model.puzzle_emb
+        else None
+    )
     batch = sudoku_batch(batch_size, cfg.model.seq_len, cfg.model.vocab_size)
     state = {"carry": sup.initial_carry(batch)}
 
@@ -54,6 +59,9 @@ def trm_workload(preset: str, batch_size: int, overrides: list[str] = ()) -> Wor
         (losses.total / batch_size).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if sparse is not None:
+            sparse.step()
+            sparse.zero_grad()
 
     def infer() -> None:
         model.eval()
@@ -85,6 +93,9 @@ def compare(workloads: list[Workload], repeats: int = 5, warmup: int = 1) -> dic
         for w in workloads:
             infer_times[w.name] += timed(w.infer, 1)
     return {
-        w.name: {"train_s": statistics.median(train_times[w.name]), "infer_s": statistics.median(infer_times[w.name])}
+        w.name: {
+            "train_s": statistics.median(train_times[w.name]),
+            "infer_s": statistics.median(infer_times[w.name]),
+        }
         for w in workloads
     }

@@ -107,8 +107,10 @@ def _seq_len(cfg: dict, weights: dict[str, torch.Tensor], prefix_len: int, given
         meta = Path(data_path) / "train" / "dataset.json"
         if meta.is_file():
             return int(json.loads(meta.read_text())["seq_len"])
-    raise CheckpointError("cannot tell the sequence length from this checkpoint: pass --seq-len (81 for Sudoku, 900 "
-                          "for Maze/ARC)")
+    raise CheckpointError(
+        "cannot tell the sequence length from this checkpoint: pass --seq-len (81 for Sudoku, 900 "
+        "for Maze/ARC)"
+    )
 
 
 def convert_official(
@@ -156,12 +158,15 @@ def convert_official(
     expected = model.state_dict()
     missing, unexpected = expected.keys() - weights.keys(), weights.keys() - expected.keys()
     if missing or unexpected:
-        raise CheckpointError(f"{checkpoint}: weights do not match the config (missing {sorted(missing)[:3]}, "
-                              f"unexpected {sorted(unexpected)[:3]})")
+        raise CheckpointError(
+            f"{checkpoint}: weights do not match the config (missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]})"
+        )
     for key, tensor in weights.items():
         if tensor.shape != expected[key].shape:
-            raise CheckpointError(f"{checkpoint}: {key} has shape {tuple(tensor.shape)}, expected "
-                                  f"{tuple(expected[key].shape)}")
+            raise CheckpointError(
+                f"{checkpoint}: {key} has shape {tuple(tensor.shape)}, expected {tuple(expected[key].shape)}"
+            )
     model.load_state_dict(weights)
     model.save_pretrained(out)
     return Path(out)

@@ -17,7 +17,9 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     s = tasks.add_parser("sudoku", help="Sudoku: from Sudoku-Extreme CSV, a plain puzzle list, or generated")
     s.add_argument("--out", required=True, type=Path, help="output directory")
     src = s.add_mutually_exclusive_group(required=True)
-    src.add_argument("--csv", type=Path, help="CSV in the Sudoku-Extreme format (source,question,answer,rating)")
+    src.add_argument(
+        "--csv", type=Path, help="CSV in the Sudoku-Extreme format (source,question,answer,rating)"
+    )
     src.add_argument("--hf", action="store_true", help="download sapientinc/sudoku-extreme (needs network)")
     src.add_argument("--puzzles", type=Path, help="plain puzzle list, one per line; labelled by trm's solver")
     src.add_argument("--generate", type=int, metavar="N", help="generate N unique-solution puzzles")
@@ -33,7 +35,9 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trm", description="Tiny Recursive Models: train, evaluate and solve puzzles.")
+    parser = argparse.ArgumentParser(
+        prog="trm", description="Tiny Recursive Models: train, evaluate and solve puzzles."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="build 6x6 Sudoku data, train a small TRM on CPU, solve held-out puzzles")

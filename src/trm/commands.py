@@ -47,7 +47,9 @@ def _sudoku_source(args: argparse.Namespace, rng: np.random.Generator) -> list[t
     if args.puzzles:
         pairs = _labelled_list(args.puzzles)
     else:
-        pairs = [(p, s) for p, s, _ in sudoku.generate(args.generate, args.size, rng, min_rating=args.min_rating)]
+        pairs = [
+            (p, s) for p, s, _ in sudoku.generate(args.generate, args.size, rng, min_rating=args.min_rating)
+        ]
     if args.subsample and args.subsample < len(pairs):
         pairs = [pairs[i] for i in rng.choice(len(pairs), args.subsample, replace=False)]
     return pairs
@@ -63,8 +65,12 @@ def data(args: argparse.Namespace) -> int:
     elif args.test_puzzles:
         test = _labelled_list(args.test_puzzles)
     elif args.hf and args.test_fraction is None:
-        test = [(p, s) for p, s, _ in sudoku.read_csv(sudoku.download_sudoku_extreme("test"),
-                                                      subsample=args.test_subsample, rng=rng)]
+        test = [
+            (p, s)
+            for p, s, _ in sudoku.read_csv(
+                sudoku.download_sudoku_extreme("test"), subsample=args.test_subsample, rng=rng
+            )
+        ]
     else:
         fraction = 0.1 if args.test_fraction is None else args.test_fraction
         if not 0 <= fraction < 1:
@@ -129,8 +135,16 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
 
     total = min(ds.num_examples, args.max_examples or ds.num_examples)
     with tqdm(total=total, desc="eval", unit="ex", file=sys.stderr) as bar:
-        res = evaluate(model, ds, args.batch_size, steps=args.steps, halt=args.halt, max_examples=args.max_examples,
-                       save_outputs=args.save_outputs is not None, progress=bar.update)
+        res = evaluate(
+            model,
+            ds,
+            args.batch_size,
+            steps=args.steps,
+            halt=args.halt,
+            max_examples=args.max_examples,
+            save_outputs=args.save_outputs is not None,
+            progress=bar.update,
+        )
     for key, value in res.metrics.items():
         print(f"{key:16s} {value:.6g}")
     if args.save_outputs:
@@ -160,7 +174,9 @@ def solve(args: argparse.Namespace) -> int:
     puzzles = _read_puzzle_arg(args.puzzle)
     if not puzzles:
         raise TRMError("no puzzles given")
-    for i, sol in enumerate(solve_puzzles(model, task, puzzles, steps=args.steps, halt=args.halt, trace=args.trace)):
+    for i, sol in enumerate(
+        solve_puzzles(model, task, puzzles, steps=args.steps, halt=args.halt, trace=args.trace)
+    ):
         if len(puzzles) > 1:
             print(f"# puzzle {i + 1}: {puzzles[i]}")
         if args.trace:

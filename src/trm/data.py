@@ -69,7 +69,9 @@ class DatasetWriter:
         for identifier, inputs, labels in puzzles:
             inputs, labels = np.atleast_2d(inputs), np.atleast_2d(labels)
             if inputs.shape != labels.shape or inputs.shape[1] != self.seq_len:
-                raise DataError(f"example shape {inputs.shape}/{labels.shape} does not fit seq_len {self.seq_len}")
+                raise DataError(
+                    f"example shape {inputs.shape}/{labels.shape} does not fit seq_len {self.seq_len}"
+                )
             for arr in (inputs, labels):
                 if arr.min() < 0 or arr.max() > 255:
                     raise DataError("token ids must be in 0..255")
@@ -176,8 +178,14 @@ class PuzzleDataset:
     def validate(self) -> None:
         """Cheap consistency checks (token ranges are checked on a sample, the rest fully)."""
         m = self.metadata
-        if self.inputs.ndim != 2 or self.inputs.shape != self.labels.shape or self.inputs.shape[1] != m.seq_len:
-            raise self._fail(f"inputs {self.inputs.shape} / labels {self.labels.shape} do not match seq_len {m.seq_len}")
+        if (
+            self.inputs.ndim != 2
+            or self.inputs.shape != self.labels.shape
+            or self.inputs.shape[1] != m.seq_len
+        ):
+            raise self._fail(
+                f"inputs {self.inputs.shape} / labels {self.labels.shape} do not match seq_len {m.seq_len}"
+            )
         pi, gi = self.puzzle_indices, self.group_indices
         if len(pi) != len(self.puzzle_identifiers) + 1 or pi[0] != 0 or pi[-1] != len(self.inputs):
             raise self._fail("all__puzzle_indices.npy does not span the examples")

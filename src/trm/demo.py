@@ -41,7 +41,9 @@ def run_demo(out: Path, steps: int | None = None, seed: int = 0) -> float:
     pairs = list(unique.values())
     train_pairs, test_pairs = pairs[:N_TRAIN], pairs[N_TRAIN:]
 
-    print(f"[2/4] writing the data set ({N_TRAIN} training puzzles x {AUG + 1} augmentations, {N_TEST} held out)")
+    print(
+        f"[2/4] writing the data set ({N_TRAIN} training puzzles x {AUG + 1} augmentations, {N_TEST} held out)"
+    )
     data_dir = work / "data"
     sudoku.build_dataset(data_dir, train_pairs, test_pairs, aug=AUG, seed=seed)
 
@@ -62,7 +64,9 @@ def run_demo(out: Path, steps: int | None = None, seed: int = 0) -> float:
     print(task.render(shown.answer, shown.puzzle))
     print(f"valid solution: {'yes' if shown.valid else 'no'}  (supervision steps: {shown.steps})")
     minutes = (time.perf_counter() - started) / 60
-    print(f"\nheld-out exact accuracy: {exact:.4f} on {int(result.metrics['count'])} puzzles "
-          f"(token accuracy {result.metrics['accuracy']:.4f}); total time {minutes:.1f} min")
+    print(
+        f"\nheld-out exact accuracy: {exact:.4f} on {int(result.metrics['count'])} puzzles "
+        f"(token accuracy {result.metrics['accuracy']:.4f}); total time {minutes:.1f} min"
+    )
     print(f"checkpoint: {ckpt}\ntry: trm solve {ckpt} {sudoku.format_puzzle(test_pairs[1][0])}")
     return exact

@@ -28,7 +28,9 @@ def check_fits(model: nn.Module, ds: PuzzleDataset) -> None:
         ("vocab_size", cfg.vocab_size, meta.vocab_size),
     ):
         if have != need:
-            raise CheckpointError(f"the model has {name} {have} but the data set has {need}: it was trained on other data")
+            raise CheckpointError(
+                f"the model has {name} {have} but the data set has {need}: it was trained on other data"
+            )
     if cfg.puzzle_emb_ndim and meta.num_puzzle_identifiers > cfg.num_puzzle_identifiers:
         raise CheckpointError(
             f"the model has {cfg.num_puzzle_identifiers} puzzle-embedding rows but the data set uses "

@@ -121,12 +121,16 @@ class DeepSupervision(nn.Module):
             {k: torch.empty_like(batch[k]) for k in BATCH_KEYS},
         )
 
-    def forward(self, carry: Carry, batch: dict[str, torch.Tensor]) -> tuple[Carry, StepLosses, dict[str, torch.Tensor]]:
+    def forward(
+        self, carry: Carry, batch: dict[str, torch.Tensor]
+    ) -> tuple[Carry, StepLosses, dict[str, torch.Tensor]]:
         cfg = self.model.config
         halted = carry.halted
         y, z = self.model.reset_state(halted, carry.y, carry.z)
         steps = torch.where(halted, 0, carry.steps)
-        data = {k: torch.where(halted.view(-1, *[1] * (v.dim() - 1)), batch[k], v) for k, v in carry.data.items()}
+        data = {
+            k: torch.where(halted.view(-1, *[1] * (v.dim() - 1)), batch[k], v) for k, v in carry.data.items()
+        }
 
         out = self.model(y, z, data["inputs"], data["puzzle_identifiers"])
         steps = steps + 1
@@ -142,11 +146,17 @@ class DeepSupervision(nn.Module):
                 if cfg.q_continue:
                     # Q-learning target for "continue": the value of the next step, bootstrapped (HRM).
                     nxt = self.model(out.y, out.z, data["inputs"], data["puzzle_identifiers"])
-                    q_target = torch.sigmoid(torch.where(is_last, nxt.q_halt, torch.maximum(nxt.q_halt, nxt.q_continue)))
+                    q_target = torch.sigmoid(
+                        torch.where(is_last, nxt.q_halt, torch.maximum(nxt.q_halt, nxt.q_continue))
+                    )
 
         losses = supervision_loss(
-            out.logits, data["labels"], out.q_halt, self.loss_type,
-            out.q_continue if cfg.q_continue else None, q_target,
+            out.logits,
+            data["labels"],
+            out.q_halt,
+            self.loss_type,
+            out.q_continue if cfg.q_continue else None,
+            q_target,
         )
         metrics = step_metrics(losses, out.q_halt, steps, new_halted)
         new_carry = Carry(out.y, out.z, steps, new_halted, data)

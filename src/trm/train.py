@@ -82,7 +82,9 @@ class MetricsLogger:
             try:
                 import wandb
 
-                self.wandb = wandb.init(project="trm", name=run_dir.name, config=cfg.model_dump(), dir=str(run_dir))
+                self.wandb = wandb.init(
+                    project="trm", name=run_dir.name, config=cfg.model_dump(), dir=str(run_dir)
+                )
             except ImportError:
                 tqdm.write("wandb is not installed (pip install 'trm[logging]'); logging to JSONL only")
 
@@ -121,13 +123,19 @@ class Trainer:
         eval_root = Path(cfg.eval_data or cfg.data)
         self.eval_ds = load_split(eval_root, "test") if (eval_root / "test").exists() else None
         if cfg.global_batch_size > self.train_ds.num_examples:
-            tqdm.write(f"note: global_batch_size {cfg.global_batch_size} > {self.train_ds.num_examples} examples")
+            tqdm.write(
+                f"note: global_batch_size {cfg.global_batch_size} > {self.train_ds.num_examples} examples"
+            )
         self.model_cfg = fit_model_config(cfg.model, self.train_ds)
         self.model = TRM(self.model_cfg).to(self.device)
         self.sup = DeepSupervision(self.model, cfg.loss_type)
-        self.opt = AdamATan2(self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+        self.opt = AdamATan2(
+            self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay
+        )
         self.sparse = (
-            SignSGDEmbedding(self.model.puzzle_emb, lr=cfg.puzzle_emb_lr, weight_decay=cfg.puzzle_emb_weight_decay)
+            SignSGDEmbedding(
+                self.model.puzzle_emb, lr=cfg.puzzle_emb_lr, weight_decay=cfg.puzzle_emb_weight_decay
+            )
             if self.model.puzzle_emb is not None
             else None
         )
@@ -173,8 +181,11 @@ class Trainer:
         if state["carry"] is not None:
             c = {k: v for k, v in state["carry"].items()}
             self.carry = Carry(
-                c["y"].to(self.device), c["z"].to(self.device), c["steps"].to(self.device),
-                c["halted"].to(self.device), {k: v.to(self.device) for k, v in c["data"].items()},
+                c["y"].to(self.device),
+                c["z"].to(self.device),
+                c["steps"].to(self.device),
+                c["halted"].to(self.device),
+                {k: v.to(self.device) for k, v in c["data"].items()},
             )
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
@@ -222,15 +233,34 @@ class Trainer:
         if self.eval_ds is None:
             return {}
         cfg = self.cfg
-        bar = tqdm(total=min(self.eval_ds.num_examples, cfg.eval_max_examples or math.inf), desc="eval",
-                   leave=False, disable=not self.progress, unit="ex")
+        bar = tqdm(
+            total=min(self.eval_ds.num_examples, cfg.eval_max_examples or math.inf),
+            desc="eval",
+            leave=False,
+            disable=not self.progress,
+            unit="ex",
+        )
         if self.ema:
             with self.ema.swapped(self.model):
-                res = evaluate(self.model, self.eval_ds, cfg.global_batch_size, halt=cfg.eval_halt,
-                               max_examples=cfg.eval_max_examples, loss_type=cfg.loss_type, progress=bar.update)
+                res = evaluate(
+                    self.model,
+                    self.eval_ds,
+                    cfg.global_batch_size,
+                    halt=cfg.eval_halt,
+                    max_examples=cfg.eval_max_examples,
+                    loss_type=cfg.loss_type,
+                    progress=bar.update,
+                )
         else:
-            res = evaluate(self.model, self.eval_ds, cfg.global_batch_size, halt=cfg.eval_halt,
-                           max_examples=cfg.eval_max_examples, loss_type=cfg.loss_type, progress=bar.update)
+            res = evaluate(
+                self.model,
+                self.eval_ds,
+                cfg.global_batch_size,
+                halt=cfg.eval_halt,
+                max_examples=cfg.eval_max_examples,
+                loss_type=cfg.loss_type,
+                progress=bar.update,
+            )
         bar.close()
         return res.metrics
 
@@ -240,7 +270,9 @@ class Trainer:
         sums: dict[str, float] = {}
         window = 0
         last_eval: dict[str, float] = {}
-        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", disable=not self.progress, unit="step")
+        bar = tqdm(
+            total=self.total_steps, initial=self.step, desc="train", disable=not self.progress, unit="step"
+        )
         batches = iter(self.sampler)
         self.model.train()
         start, start_step = time.perf_counter(), self.step

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def trunc_normal_(tensor: torch.Tensor, std: float = 1.0, lower: float = -2.0, upper: float = 2.0) -> torch.Tensor:
+def trunc_normal_(
+    tensor: torch.Tensor, std: float = 1.0, lower: float = -2.0, upper: float = 2.0
+) -> torch.Tensor:
     """JAX/flax truncated normal: truncated at +-2 std, with the std corrected so the result has `std`.
 
     PyTorch's `trunc_normal_` keeps the pre-truncation std (about 12% too small); the official code uses this one.
@@ -41,7 +43,9 @@ class Linear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False):
         super().__init__()
-        self.weight = nn.Parameter(trunc_normal_(torch.empty(out_features, in_features), std=in_features**-0.5))
+        self.weight = nn.Parameter(
+            trunc_normal_(torch.empty(out_features, in_features), std=in_features**-0.5)
+        )
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,7 +123,10 @@ class Attention(nn.Module):
         b, s, _ = h.shape
         q, k, v = self.qkv(h).view(b, s, 3, self.num_heads, self.head_dim).unbind(2)
         if rotary is not None:
-            q, k = apply_rotary(q, rotary.cos[:s], rotary.sin[:s]), apply_rotary(k, rotary.cos[:s], rotary.sin[:s])
+            q, k = (
+                apply_rotary(q, rotary.cos[:s], rotary.sin[:s]),
+                apply_rotary(k, rotary.cos[:s], rotary.sin[:s]),
+            )
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return self.out(out.transpose(1, 2).reshape(b, s, -1))
 

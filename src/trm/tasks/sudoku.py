@@ -17,7 +17,7 @@ import csv
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +58,7 @@ class _Geometry:
     full: int
 
 
-@lru_cache(maxsize=None)
+@cache
 def _geometry(size: int) -> _Geometry:
     br, bc = box_shape(size)
     cells = range(size * size)
@@ -282,7 +282,9 @@ def generate(
     return out
 
 
-def augment(puzzle: np.ndarray, solution: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def augment(
+    puzzle: np.ndarray, solution: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Digit relabelling, transpose (square boxes only), band/stack and row/column-within-band permutations."""
     size = size_from_length(len(puzzle))
     br, bc = box_shape(size)
@@ -302,7 +304,10 @@ def augment(puzzle: np.ndarray, solution: np.ndarray, rng: np.random.Generator) 
 
 # -- sources -------------------------------------------------------------------------------------------------
 def read_csv(
-    path: Path, min_rating: int | None = None, subsample: int | None = None, rng: np.random.Generator | None = None
+    path: Path,
+    min_rating: int | None = None,
+    subsample: int | None = None,
+    rng: np.random.Generator | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray, int]]:
     """Sudoku-Extreme CSV: `source,question,answer,rating`; every row is checked."""
     path = Path(path)
@@ -350,8 +355,14 @@ def download_sudoku_extreme(split: str, cache_dir: Path | None = None) -> Path:
     except ImportError:
         raise SudokuError("--hf needs huggingface_hub: pip install 'trm[hf]'") from None
     try:
-        return Path(hf_hub_download(repo_id="sapientinc/sudoku-extreme", filename=f"{split}.csv",
-                                    repo_type="dataset", cache_dir=cache_dir))
+        return Path(
+            hf_hub_download(
+                repo_id="sapientinc/sudoku-extreme",
+                filename=f"{split}.csv",
+                repo_type="dataset",
+                cache_dir=cache_dir,
+            )
+        )
     except Exception as err:  # network, auth and hub errors all mean the same to the user
         raise SudokuError(f"cannot download sapientinc/sudoku-extreme {split}.csv: {err}") from None
 
@@ -393,16 +404,20 @@ def build_dataset(
     summary: dict = {"out": str(out_dir), "size": size}
     for split, pairs, n_aug in (("train", train, aug), ("test", test, 0)):
         writer = DatasetWriter(out_dir, split, seq_len)
-        for k, (puzzle, solution) in enumerate(tqdm(pairs, desc=f"writing {split}", unit="group",
-                                                     disable=not progress or len(pairs) < 1000)):
+        for k, (puzzle, solution) in enumerate(
+            tqdm(pairs, desc=f"writing {split}", unit="group", disable=not progress or len(pairs) < 1000)
+        ):
             group = [(0, *_checked(puzzle, solution, f"{split} puzzle {k + 1}"))]
             for _ in range(n_aug):
                 p, s = augment(puzzle, solution, rng)
                 group.append((0, *_checked(p, s, f"augmentation of {split} puzzle {k + 1}")))
             writer.add_group(group)
         meta = writer.close(vocab_size=VOCAB_SIZE, num_puzzle_identifiers=1, ignore_label_id=0)
-        summary[split] = {"groups": meta.total_groups, "puzzles": meta.total_puzzles,
-                          "examples": int(meta.total_puzzles * meta.mean_puzzle_examples)}
+        summary[split] = {
+            "groups": meta.total_groups,
+            "puzzles": meta.total_puzzles,
+            "examples": int(meta.total_puzzles * meta.mean_puzzle_examples),
+        }
     write_identifiers(out_dir, ["<blank>"])
     (out_dir / "task.json").write_text(json.dumps({"task": "sudoku", "size": size}) + "\n")
     return summary
