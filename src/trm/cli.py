@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", type=Path, help="all_config.yaml, if not beside the checkpoint")
     c.add_argument("--seq-len", type=int, help="sequence length, when the checkpoint does not show it")
 
+    b = sub.add_parser("bench", help="time a preset's training step and inference throughput on this machine")
+    b.add_argument("preset")
+    b.add_argument("overrides", nargs="*", help="config overrides, e.g. hidden_size=128")
+    b.add_argument("--batch", type=int, nargs="+", default=[32, 128])
+    b.add_argument("--repeats", type=int, default=5)
+
     i = sub.add_parser("info", help="print a preset's or checkpoint's config and parameter count")
     i.add_argument("target", nargs="?", help="preset name or checkpoint directory")
     i.add_argument("--presets", action="store_true", help="list the presets")

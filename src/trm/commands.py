@@ -196,6 +196,17 @@ def convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench(args: argparse.Namespace) -> int:
+    from trm.bench import compare, trm_workload
+
+    print(f"{args.preset} {' '.join(args.overrides)}  torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print("batch  train step (s)  inference (puzzles/s)")
+    for batch in args.batch:
+        res = compare([trm_workload(args.preset, batch, args.overrides)], repeats=args.repeats)["trm"]
+        print(f"{batch:5d}  {res['train_s']:14.4f}  {batch / res['infer_s']:21.1f}")
+    return 0
+
+
 def info(args: argparse.Namespace) -> int:
     from trm.config import build_train_config, list_presets
     from trm.models.trm import TRM
