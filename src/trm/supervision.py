@@ -30,8 +30,10 @@ def _stablemax_s(x: torch.Tensor, eps: float = 1e-30) -> torch.Tensor:
 
 
 def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-token CE under stablemax, p_i = s(x_i) / sum_j s(x_j), in float64 (official); 0 where ignored."""
-    s = _stablemax_s(logits.to(torch.float64))
+    """Per-token CE under stablemax, p_i = s(x_i) / sum_j s(x_j), in float64 (official; float32 on MPS, which
+    has no float64); 0 where ignored."""
+    dtype = torch.float32 if logits.device.type == "mps" else torch.float64
+    s = _stablemax_s(logits.to(dtype))
     logprobs = torch.log(s / s.sum(dim=-1, keepdim=True))
     valid = labels != IGNORE_LABEL
     picked = torch.gather(logprobs, -1, torch.where(valid, labels, 0).long().unsqueeze(-1)).squeeze(-1)
