@@ -84,9 +84,7 @@ def build_official(ns: types.SimpleNamespace, config: dict, loss_type: str = "st
 
     def reset_carry(reset_flag, carry):
         mask = reset_flag.view(-1, 1, 1)
-        return carry_cls(
-            z_H=torch.where(mask, inner.H_init, carry.z_H), z_L=torch.where(mask, inner.L_init, carry.z_L)
-        )
+        return carry_cls(z_H=torch.where(mask, inner.H_init, carry.z_H), z_L=torch.where(mask, inner.L_init, carry.z_L))
 
     inner.empty_carry = empty_carry
     inner.reset_carry = reset_carry

@@ -84,9 +84,7 @@ def main() -> None:
     rows = []
     for preset in args.presets:
         for batch in args.batches:
-            res = compare(
-                [trm_workload(preset, batch), official_workload(ns, preset, batch)], repeats=args.repeats
-            )
+            res = compare([trm_workload(preset, batch), official_workload(ns, preset, batch)], repeats=args.repeats)
             t, o = res["trm"], res["official"]
             row = dict(
                 preset=preset,

@@ -35,9 +35,7 @@ def test_converted_checkpoint_matches_official_outputs(name, seq_len, tmp_path):
             res = model(y, z, inputs, ids)
             y, z = res.y, res.z
             np.testing.assert_allclose(res.logits.numpy(), expected["logits"][step], rtol=1e-4, atol=1e-5)
-            np.testing.assert_allclose(
-                res.q_halt.numpy(), expected["q_halt_logits"][step], rtol=1e-4, atol=1e-5
-            )
+            np.testing.assert_allclose(res.q_halt.numpy(), expected["q_halt_logits"][step], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(y.numpy(), expected["z_H"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(z.numpy(), expected["z_L"], rtol=1e-4, atol=1e-5)
     assert model.config.mixer == ("attention" if name == "att" else "mlp")

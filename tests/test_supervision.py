@@ -71,9 +71,7 @@ def test_loss_is_token_mean_per_sequence_summed_plus_half_bce():
     lm = ce[0].sum() / 4 + ce[1].sum() / 2
     # row 0 is exactly right, row 1 is not (argmax of zeros is class 0, label 2 at position 1 is wrong)
     assert res.seq_correct.tolist() == [True, False]
-    bce = -math.log(torch.sigmoid(torch.tensor(0.3)).item()) - math.log(
-        1 - torch.sigmoid(torch.tensor(-1.2)).item()
-    )
+    bce = -math.log(torch.sigmoid(torch.tensor(0.3)).item()) - math.log(1 - torch.sigmoid(torch.tensor(-1.2)).item())
     assert math.isclose(res.lm.item(), lm.item(), rel_tol=1e-6)
     assert math.isclose(res.q_halt.item(), bce, rel_tol=1e-5)
     assert math.isclose(res.total.item(), lm.item() + 0.5 * bce, rel_tol=1e-5)

@@ -46,9 +46,7 @@ def trm_workload(preset: str, batch_size: int, overrides: list[str] = ()) -> Wor
     sup = DeepSupervision(model, cfg.loss_type).train()
     opt = AdamATan2(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sparse = (
-        SignSGDEmbedding(model.puzzle_emb, cfg.puzzle_emb_lr, cfg.puzzle_emb_weight_decay)
-        if model.puzzle_emb
-        else None
+        SignSGDEmbedding(model.puzzle_emb, cfg.puzzle_emb_lr, cfg.puzzle_emb_weight_decay) if model.puzzle_emb else None
     )
     batch = sudoku_batch(batch_size, cfg.model.seq_len, cfg.model.vocab_size)
     state = {"carry": sup.initial_carry(batch)}

@@ -108,14 +108,11 @@ def _seq_len(cfg: dict, weights: dict[str, torch.Tensor], prefix_len: int, given
         if meta.is_file():
             return int(json.loads(meta.read_text())["seq_len"])
     raise CheckpointError(
-        "cannot tell the sequence length from this checkpoint: pass --seq-len (81 for Sudoku, 900 "
-        "for Maze/ARC)"
+        "cannot tell the sequence length from this checkpoint: pass --seq-len (81 for Sudoku, 900 for Maze/ARC)"
     )
 
 
-def convert_official(
-    checkpoint: Path, out: Path, config_path: Path | None = None, seq_len: int | None = None
-) -> Path:
+def convert_official(checkpoint: Path, out: Path, config_path: Path | None = None, seq_len: int | None = None) -> Path:
     """Write a trm checkpoint directory equivalent to an official TRM checkpoint file."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():

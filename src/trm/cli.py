@@ -17,9 +17,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     s = tasks.add_parser("sudoku", help="Sudoku: from Sudoku-Extreme CSV, a plain puzzle list, or generated")
     s.add_argument("--out", required=True, type=Path, help="output directory")
     src = s.add_mutually_exclusive_group(required=True)
-    src.add_argument(
-        "--csv", type=Path, help="CSV in the Sudoku-Extreme format (source,question,answer,rating)"
-    )
+    src.add_argument("--csv", type=Path, help="CSV in the Sudoku-Extreme format (source,question,answer,rating)")
     src.add_argument("--hf", action="store_true", help="download sapientinc/sudoku-extreme (needs network)")
     src.add_argument("--puzzles", type=Path, help="plain puzzle list, one per line; labelled by trm's solver")
     src.add_argument("--generate", type=int, metavar="N", help="generate N unique-solution puzzles")

@@ -47,9 +47,7 @@ def _sudoku_source(args: argparse.Namespace, rng: np.random.Generator) -> list[t
     if args.puzzles:
         pairs = _labelled_list(args.puzzles)
     else:
-        pairs = [
-            (p, s) for p, s, _ in sudoku.generate(args.generate, args.size, rng, min_rating=args.min_rating)
-        ]
+        pairs = [(p, s) for p, s, _ in sudoku.generate(args.generate, args.size, rng, min_rating=args.min_rating)]
     if args.subsample and args.subsample < len(pairs):
         pairs = [pairs[i] for i in rng.choice(len(pairs), args.subsample, replace=False)]
     return pairs
@@ -174,9 +172,7 @@ def solve(args: argparse.Namespace) -> int:
     puzzles = _read_puzzle_arg(args.puzzle)
     if not puzzles:
         raise TRMError("no puzzles given")
-    for i, sol in enumerate(
-        solve_puzzles(model, task, puzzles, steps=args.steps, halt=args.halt, trace=args.trace)
-    ):
+    for i, sol in enumerate(solve_puzzles(model, task, puzzles, steps=args.steps, halt=args.halt, trace=args.trace)):
         if len(puzzles) > 1:
             print(f"# puzzle {i + 1}: {puzzles[i]}")
         if args.trace:

@@ -65,11 +65,7 @@ class ModelConfig(BaseModel):
     def _check(self) -> ModelConfig:
         if self.mixer == "attention" and self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-        if (
-            self.pos_encoding == "rope"
-            and self.mixer == "attention"
-            and (self.hidden_size // self.num_heads) % 2
-        ):
+        if self.pos_encoding == "rope" and self.mixer == "attention" and (self.hidden_size // self.num_heads) % 2:
             raise ValueError("rope needs an even head dimension")
         if self.puzzle_emb_len and self.puzzle_emb_ndim > self.puzzle_emb_len * self.hidden_size:
             raise ValueError("puzzle_emb_ndim does not fit in puzzle_emb_len * hidden_size")
@@ -158,9 +154,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         path = key.strip().split(".")
         if len(path) == 1 and path[0] not in train_fields and path[0] in model_fields:
             path = ["model", path[0]]
-        if path[0] not in train_fields or (
-            path[0] == "model" and (len(path) != 2 or path[1] not in model_fields)
-        ):
+        if path[0] not in train_fields or (path[0] == "model" and (len(path) != 2 or path[1] not in model_fields)):
             raise ConfigError(f"unknown config field {key!r}")
         node = raw
         for part in path[:-1]:

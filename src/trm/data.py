@@ -11,13 +11,21 @@ Layout (identical to the official builders', so data sets load in either code ba
 
 A group is one original puzzle with its augmentations; a puzzle is one (augmented) task with one
 identifier; an example is one input/label pair.
+
+Metadata counts are informational: the official Sudoku and Maze builders write `total_puzzles = total_groups`
+and `mean_puzzle_examples = 1` even for augmented data, so the loader checks the arrays against each other
+and against `seq_len`, `vocab_size` and `num_puzzle_identifiers`, never against those counts.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
+from array import array
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +36,9 @@ from trm.errors import TRMError
 IGNORE_LABEL = -100
 SET_NAME = "all"
 FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
+_HEADER_BYTES = 128  # room reserved for the .npy header of a streamed array (numpy pads 2-d headers to 128)
+_SCAN_BYTES = 64 << 20  # token-range check reads this much at a time
+_INT32_MAX = np.iinfo(np.int32).max
 
 
 class DataError(TRMError):
@@ -35,7 +46,7 @@ class DataError(TRMError):
 
 
 class DatasetMetadata(BaseModel):
-    """Exactly the official `dataset.json` fields."""
+    """Exactly the official `dataset.json` fields (TRM's PuzzleDatasetMetadata)."""
 
     pad_id: int
     ignore_label_id: int | None
@@ -49,37 +60,100 @@ class DatasetMetadata(BaseModel):
     sets: list[str]
 
 
+# -- writing ---------------------------------------------------------------------------------------------
+
+
+def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+    )
+    header = buf.getvalue()
+    if len(header) != _HEADER_BYTES:  # cannot happen for 2-d shapes; guards the reserved space
+        raise DataError(f"internal: .npy header for shape {shape} is {len(header)} bytes, not {_HEADER_BYTES}")
+    return header
+
+
 class DatasetWriter:
-    """Streams one split to disk. Arrays go to temporary names and are renamed at `close`, so a crash never
-    leaves a half-written split that looks valid; nothing else in the directory is touched."""
+    """Streams one split to disk in the official layout (set name "all").
+
+    Example rows go straight to temporary files; the small index arrays stay in memory. `close` writes the
+    .npy headers, renames the arrays into place and writes `dataset.json` last, so a crash never leaves a
+    half-written split that looks valid (a stale `dataset.json` of the same split is removed before the
+    arrays are replaced). Nothing else in `out_dir` is touched. Also usable as a context manager: leaving
+    the block with an exception removes the temporary files.
+    """
 
     def __init__(self, out_dir: Path, split: str, seq_len: int):
+        if seq_len < 1:
+            raise DataError(f"seq_len must be positive, got {seq_len}")
         self.dir = Path(out_dir) / split
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.seq_len = seq_len
-        self.inputs: list[np.ndarray] = []
-        self.labels: list[np.ndarray] = []
-        self.puzzle_ids: list[int] = []
-        self.puzzle_indices = [0]
-        self.group_indices = [0]
+        self.seq_len = int(seq_len)
+        self._tmp = {name: self.dir / f"{SET_NAME}__{name}.npy.tmp" for name in FIELDS}
+        self._files = {name: self._tmp[name].open("wb") for name in ("inputs", "labels")}
+        for f in self._files.values():
+            f.write(b"\0" * _HEADER_BYTES)
+        self._puzzle_ids = array("q")
+        self._puzzle_indices = array("q", [0])
+        self._group_indices = array("q", [0])
+        self._max_token = {"inputs": -1, "labels": -1}
+        self._closed = False
+
+    @property
+    def num_examples(self) -> int:
+        return self._puzzle_indices[-1]
 
     def add_group(self, puzzles: Sequence[tuple[int, np.ndarray, np.ndarray]]) -> None:
+        """One group: a list of (identifier, inputs [E, seq_len], labels [E, seq_len]) with tokens in 0..255."""
+        if self._closed:
+            raise DataError(f"{self.dir}: writer already closed")
         if not puzzles:
-            raise DataError("a group needs at least one puzzle")
-        for identifier, inputs, labels in puzzles:
-            inputs, labels = np.atleast_2d(inputs), np.atleast_2d(labels)
-            if inputs.shape != labels.shape or inputs.shape[1] != self.seq_len:
+            raise DataError(f"{self.dir}: a group needs at least one puzzle")
+        ids, counts, ins, labs = [], [], [], []
+        for k, (identifier, inputs, labels) in enumerate(puzzles):
+            inputs, labels = np.asarray(inputs), np.asarray(labels)
+            if inputs.ndim == 1:  # a single example
+                inputs, labels = inputs[None], labels[None] if labels.ndim == 1 else labels
+            if inputs.ndim != 2 or inputs.shape != labels.shape or inputs.shape[1] != self.seq_len:
                 raise DataError(
-                    f"example shape {inputs.shape}/{labels.shape} does not fit seq_len {self.seq_len}"
+                    f"{self.dir}: puzzle {k} of group {len(self._group_indices) - 1}: inputs {inputs.shape} / "
+                    f"labels {labels.shape} are not [examples, seq_len={self.seq_len}]"
                 )
+            if len(inputs) == 0:
+                raise DataError(f"{self.dir}: puzzle {k} of group {len(self._group_indices) - 1} has no examples")
             for arr in (inputs, labels):
-                if arr.min() < 0 or arr.max() > 255:
-                    raise DataError("token ids must be in 0..255")
-            self.inputs.append(inputs.astype(np.uint8))
-            self.labels.append(labels.astype(np.uint8))
-            self.puzzle_ids.append(int(identifier))
-            self.puzzle_indices.append(self.puzzle_indices[-1] + len(inputs))
-        self.group_indices.append(len(self.puzzle_ids))
+                if arr.dtype.kind not in "uib":
+                    raise DataError(f"{self.dir}: token arrays must be integers, got {arr.dtype}")
+            if int(identifier) < 0:
+                raise DataError(f"{self.dir}: negative puzzle identifier {identifier}")
+            ids.append(int(identifier))
+            counts.append(len(inputs))
+            ins.append(inputs)
+            labs.append(labels)
+        for name, parts in (("inputs", ins), ("labels", labs)):
+            block = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            lo, hi = int(block.min()), int(block.max())
+            if lo < 0 or hi > 255:
+                raise DataError(f"{self.dir}: {name} token ids must be in 0..255, got {lo}..{hi}")
+            self._max_token[name] = max(self._max_token[name], hi)
+            self._files[name].write(np.ascontiguousarray(block, dtype=np.uint8).tobytes())
+        self._puzzle_ids.extend(ids)
+        end = self._puzzle_indices[-1]
+        for c in counts:
+            end += c
+            self._puzzle_indices.append(end)
+        self._group_indices.append(len(self._puzzle_ids))
+
+    def abort(self) -> None:
+        """Drop everything written so far (only this writer's temporary files)."""
+        if self._closed:
+            return
+        self._closed = True
+        for f in self._files.values():
+            f.close()
+        for path in self._tmp.values():
+            path.unlink(missing_ok=True)
 
     def close(
         self,
@@ -90,15 +164,26 @@ class DatasetWriter:
         ignore_label_id: int | None = 0,
         blank_identifier_id: int = 0,
     ) -> DatasetMetadata:
-        n_puzzles = len(self.puzzle_ids)
-        empty = np.zeros((0, self.seq_len), np.uint8)
-        arrays = {
-            "inputs": np.concatenate(self.inputs) if self.inputs else empty,
-            "labels": np.concatenate(self.labels) if self.labels else empty,
-            "puzzle_identifiers": np.asarray(self.puzzle_ids, dtype=np.int32),
-            "puzzle_indices": np.asarray(self.puzzle_indices, dtype=np.int32),
-            "group_indices": np.asarray(self.group_indices, dtype=np.int32),
-        }
+        if self._closed:
+            raise DataError(f"{self.dir}: writer already closed")
+        n_examples, n_puzzles = self.num_examples, len(self._puzzle_ids)
+        problems = []
+        for name, hi in self._max_token.items():
+            if hi >= vocab_size:
+                problems.append(f"{name} hold token id {hi} >= vocab_size {vocab_size}")
+        if n_puzzles and max(self._puzzle_ids) >= num_puzzle_identifiers:
+            problems.append(
+                f"puzzle identifier {max(self._puzzle_ids)} >= num_puzzle_identifiers {num_puzzle_identifiers}"
+            )
+        if not 0 <= pad_id < vocab_size:
+            problems.append(f"pad_id {pad_id} outside 0..{vocab_size - 1}")
+        if not 0 <= blank_identifier_id < num_puzzle_identifiers:
+            problems.append(f"blank_identifier_id {blank_identifier_id} outside 0..{num_puzzle_identifiers - 1}")
+        if n_examples > _INT32_MAX:
+            problems.append(f"{n_examples} examples do not fit the official int32 offsets")
+        if problems:
+            self.abort()
+            raise DataError(f"{self.dir}: " + "; ".join(problems))
         meta = DatasetMetadata(
             pad_id=pad_id,
             ignore_label_id=ignore_label_id,
@@ -106,126 +191,247 @@ class DatasetWriter:
             vocab_size=vocab_size,
             seq_len=self.seq_len,
             num_puzzle_identifiers=num_puzzle_identifiers,
-            total_groups=len(self.group_indices) - 1,
-            mean_puzzle_examples=len(arrays["inputs"]) / max(n_puzzles, 1),
+            total_groups=len(self._group_indices) - 1,
+            mean_puzzle_examples=n_examples / max(n_puzzles, 1),
             total_puzzles=n_puzzles,
             sets=[SET_NAME],
         )
-        for name, arr in arrays.items():
-            tmp = self.dir / f"{SET_NAME}__{name}.tmp.npy"
-            np.save(tmp, arr)
-            tmp.replace(self.dir / f"{SET_NAME}__{name}.npy")
+        try:
+            for f in self._files.values():
+                f.seek(0)
+                f.write(_npy_header(np.dtype(np.uint8), (n_examples, self.seq_len)))
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+            small = {
+                "puzzle_identifiers": self._puzzle_ids,
+                "puzzle_indices": self._puzzle_indices,
+                "group_indices": self._group_indices,
+            }
+            for name, values in small.items():
+                with self._tmp[name].open("wb") as f:
+                    np.save(f, np.asarray(values, dtype=np.int32))
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        meta_path = self.dir / "dataset.json"
+        meta_path.unlink(missing_ok=True)  # the old split (if any) stops looking valid before it changes
+        for name in FIELDS:
+            self._tmp[name].replace(self.dir / f"{SET_NAME}__{name}.npy")
         tmp = self.dir / "dataset.json.tmp"
-        tmp.write_text(meta.model_dump_json())
-        tmp.replace(self.dir / "dataset.json")
+        tmp.write_text(json.dumps(meta.model_dump()))
+        tmp.replace(meta_path)
         return meta
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self.abort()
 
 
 def write_identifiers(out_dir: Path, names: list[str]) -> None:
+    """`identifiers.json`: identifier id -> name, "<blank>" at 0 (official)."""
     path = Path(out_dir) / "identifiers.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(names))
+    tmp = path.with_name("identifiers.json.tmp")
+    tmp.write_text(json.dumps(list(names)))
+    tmp.replace(path)
 
 
 def read_identifiers(root: Path) -> list[str]:
     path = Path(root) / "identifiers.json"
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: cannot read identifiers ({err})") from None
+        names = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: malformed ({err})") from None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise DataError(f"{path}: malformed (expected a JSON list of strings)")
+    return names
+
+
+# -- reading ---------------------------------------------------------------------------------------------
+
+
+def _read_metadata(path: Path) -> DatasetMetadata:
+    if not path.is_file():
+        raise DataError(f"{path}: no dataset.json; build one with `trm data ...`")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: malformed JSON ({err})") from None
+    try:
+        return DatasetMetadata.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "top level"
+        hint = ""
+        if isinstance(raw, dict) and "total_puzzles" not in raw:
+            hint = " (an HRM-built data set? TRM's format also needs total_puzzles)"
+        raise DataError(
+            f"{path}: malformed metadata, {where}: {first['msg']} ({err.error_count()} problem(s)){hint}"
+        ) from None
+
+
+def _load_array(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing") from None
+    except Exception as err:  # numpy raises ValueError, OSError, EOFError, ... for damaged files
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"{path}: corrupt .npy file ({msg})") from None
 
 
 class PuzzleDataset:
-    """One split, memory-mapped."""
+    """One split, memory-mapped (`np.load(mmap_mode="r")`, as the official loader does).
 
-    def __init__(self, root: Path, split: str):
+    `inputs`, `labels`: [examples, seq_len] memory maps (uint8 in the official format);
+    `puzzle_identifiers` int32 [puzzles]; `puzzle_indices` int32 [puzzles + 1]; `group_indices` int32
+    [groups + 1] (the index arrays are read into memory). Raises DataError for a missing or unreadable
+    split; `check=True` (default) also runs `validate()`.
+    """
+
+    def __init__(self, root: Path, split: str, *, check: bool = True):
         self.root, self.split = Path(root), split
-        directory = self.root / split
-        meta_path = directory / "dataset.json"
-        if not meta_path.is_file():
-            raise DataError(f"{meta_path}: no dataset.json; build a data set with `trm data ...`")
-        try:
-            self.metadata = DatasetMetadata.model_validate_json(meta_path.read_text())
-        except (ValidationError, ValueError) as err:
-            raise DataError(f"{meta_path}: malformed metadata ({str(err).splitlines()[0]})") from None
-        set_name = self.metadata.sets[0] if self.metadata.sets else SET_NAME
-        arrays = {}
-        for name in FIELDS:
-            path = directory / f"{set_name}__{name}.npy"
-            try:
-                arrays[name] = np.load(path, mmap_mode="r")
-            except FileNotFoundError:
-                raise DataError(f"{path}: missing") from None
-            except (ValueError, OSError, EOFError) as err:
-                raise DataError(f"{path}: corrupt array ({err})") from None
+        self.dir = self.root / split
+        self.metadata = _read_metadata(self.dir / "dataset.json")
+        sets = self.metadata.sets
+        if len(sets) != 1:
+            raise DataError(f"{self.dir / 'dataset.json'}: sets {sets}: exactly one set is supported")
+        self.set_name = sets[0]
+        arrays = {name: _load_array(self.path_of(name)) for name in FIELDS}
         self.inputs, self.labels = arrays["inputs"], arrays["labels"]
-        self.puzzle_identifiers = np.asarray(arrays["puzzle_identifiers"])
-        self.puzzle_indices = np.asarray(arrays["puzzle_indices"])
-        self.group_indices = np.asarray(arrays["group_indices"])
-        self.validate()
+        for name in ("puzzle_identifiers", "puzzle_indices", "group_indices"):
+            arr = arrays[name]
+            if arr.ndim != 1 or arr.dtype.kind not in "ui":
+                raise DataError(f"{self.path_of(name)}: expected a 1-d integer array, got {arr.dtype} {arr.shape}")
+            if len(arr) and (int(arr.max()) > _INT32_MAX or int(arr.min()) < -_INT32_MAX):
+                raise DataError(f"{self.path_of(name)}: values do not fit int32")
+            setattr(self, name, np.array(arr, dtype=np.int32))
+        self._example_ids: np.ndarray | None = None
+        if check:
+            self.validate()
+
+    def path_of(self, name: str) -> Path:
+        return self.dir / f"{self.set_name}__{name}.npy"
 
     @property
     def num_examples(self) -> int:
         return len(self.inputs)
 
     @property
+    def num_puzzles(self) -> int:
+        return len(self.puzzle_identifiers)
+
+    @property
     def num_groups(self) -> int:
         return len(self.group_indices) - 1
 
-    def _fail(self, what: str) -> DataError:
-        return DataError(f"{self.root / self.split}: {what}")
+    def _fail(self, name: str, what: str) -> DataError:
+        return DataError(f"{self.path_of(name) if name in FIELDS else self.dir / name}: {what}")
 
     def validate(self) -> None:
-        """Cheap consistency checks (token ranges are checked on a sample, the rest fully)."""
+        """Shapes, dtypes, CSR offsets, identifier and token ranges (all of them; a full read of the data)."""
         m = self.metadata
-        if (
-            self.inputs.ndim != 2
-            or self.inputs.shape != self.labels.shape
-            or self.inputs.shape[1] != m.seq_len
-        ):
+        if m.seq_len < 1 or m.vocab_size < 1 or m.num_puzzle_identifiers < 1:
+            raise self._fail("dataset.json", "seq_len, vocab_size and num_puzzle_identifiers must be positive")
+        if not 0 <= m.pad_id < m.vocab_size:
+            raise self._fail("dataset.json", f"pad_id {m.pad_id} outside 0..{m.vocab_size - 1}")
+        if not 0 <= m.blank_identifier_id < m.num_puzzle_identifiers:
             raise self._fail(
-                f"inputs {self.inputs.shape} / labels {self.labels.shape} do not match seq_len {m.seq_len}"
+                "dataset.json", f"blank_identifier_id {m.blank_identifier_id} outside 0..{m.num_puzzle_identifiers - 1}"
             )
-        pi, gi = self.puzzle_indices, self.group_indices
-        if len(pi) != len(self.puzzle_identifiers) + 1 or pi[0] != 0 or pi[-1] != len(self.inputs):
-            raise self._fail("all__puzzle_indices.npy does not span the examples")
-        if len(gi) < 1 or gi[0] != 0 or gi[-1] != len(self.puzzle_identifiers):
-            raise self._fail("all__group_indices.npy does not span the puzzles")
-        if np.any(np.diff(pi) < 0) or np.any(np.diff(gi) < 0):
-            raise self._fail("offsets go backwards in puzzle_indices or group_indices")
-        ids = self.puzzle_identifiers
-        if len(ids) and (ids.min() < 0 or ids.max() >= m.num_puzzle_identifiers):
-            raise self._fail(f"puzzle identifiers outside 0..{m.num_puzzle_identifiers - 1}")
-        sample = slice(0, min(len(self.inputs), 100_000))
         for name, arr in (("inputs", self.inputs), ("labels", self.labels)):
-            if len(arr) and int(np.max(arr[sample])) >= m.vocab_size:
-                raise self._fail(f"{name} hold token ids >= vocab_size {m.vocab_size}")
+            if arr.ndim != 2 or arr.shape[1] != m.seq_len:
+                raise self._fail(name, f"shape {arr.shape} is not [examples, seq_len={m.seq_len}]")
+            if arr.dtype.kind not in "ui":
+                raise self._fail(name, f"dtype {arr.dtype} is not an integer type (official: uint8)")
+        if self.labels.shape != self.inputs.shape:
+            raise self._fail("labels", f"shape {self.labels.shape} differs from inputs {self.inputs.shape}")
+        pi, gi = self.puzzle_indices, self.group_indices
+        n_ex, n_pz = self.num_examples, self.num_puzzles
+        if len(pi) != n_pz + 1 or pi[0] != 0 or pi[-1] != n_ex:
+            raise self._fail(
+                "puzzle_indices",
+                f"does not span the {n_ex} examples of {n_pz} puzzles (need [0 .. {n_ex}], "
+                f"{n_pz + 1} offsets; got {len(pi)} offsets from {pi[0] if len(pi) else '-'} to "
+                f"{pi[-1] if len(pi) else '-'})",
+            )
+        if len(gi) < 1 or gi[0] != 0 or gi[-1] != n_pz:
+            raise self._fail("group_indices", f"does not span the {n_pz} puzzles (need offsets from 0 to {n_pz})")
+        for name, offsets in (("puzzle_indices", pi), ("group_indices", gi)):
+            back = np.flatnonzero(np.diff(offsets) < 0)
+            if len(back):
+                k = int(back[0])
+                raise self._fail(name, f"offsets go backwards at {k} ({offsets[k]} -> {offsets[k + 1]})")
+        empty = np.flatnonzero(np.diff(gi) == 0)
+        if len(empty):
+            raise self._fail("group_indices", f"group {int(empty[0])} has no puzzles")
+        ids = self.puzzle_identifiers
+        if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= m.num_puzzle_identifiers):
+            raise self._fail(
+                "puzzle_identifiers",
+                f"identifiers {int(ids.min())}..{int(ids.max())} outside 0..{m.num_puzzle_identifiers - 1} "
+                "(num_puzzle_identifiers in dataset.json)",
+            )
+        chunk = max(1, _SCAN_BYTES // max(1, m.seq_len * self.inputs.itemsize))
+        for name, arr in (("inputs", self.inputs), ("labels", self.labels)):
+            for start in range(0, len(arr), chunk):
+                block = arr[start : start + chunk]
+                hi, lo = int(block.max()), int(block.min())
+                if hi >= m.vocab_size or lo < 0:
+                    bad = int(np.flatnonzero(((block >= m.vocab_size) | (block < 0)).any(axis=1))[0]) + start
+                    raise self._fail(
+                        name,
+                        f"token ids {lo}..{hi} outside 0..{m.vocab_size - 1} = vocab_size - 1 (first at example {bad})",
+                    )
 
     def example_puzzle_ids(self) -> np.ndarray:
-        """The identifier of every example."""
-        counts = np.diff(self.puzzle_indices)
-        return np.repeat(self.puzzle_identifiers, counts).astype(np.int32)
+        """int32 [examples]: the identifier of every example (via puzzle_indices). Cached."""
+        if self._example_ids is None:
+            counts = np.diff(self.puzzle_indices)
+            self._example_ids = np.repeat(self.puzzle_identifiers, counts).astype(np.int32)
+        return self._example_ids
+
+    def __repr__(self) -> str:
+        return (
+            f"PuzzleDataset({str(self.dir)!r}: {self.num_groups} groups, {self.num_puzzles} puzzles, "
+            f"{self.num_examples} examples, seq_len {self.metadata.seq_len}, vocab {self.metadata.vocab_size})"
+        )
 
 
 def load_split(root: Path, split: str) -> PuzzleDataset:
+    """Open and validate one split; every problem is a one-line DataError naming the file."""
     root = Path(root)
-    if not root.exists():
+    if not root.is_dir():
         raise DataError(f"{root}: no such data set directory")
-    return PuzzleDataset(root, split)
+    return PuzzleDataset(root, split, check=True)
+
+
+# -- batches ---------------------------------------------------------------------------------------------
 
 
 def collate(
     inputs: np.ndarray, labels: np.ndarray, puzzle_ids: np.ndarray, batch_size: int, meta: DatasetMetadata
 ) -> dict[str, torch.Tensor]:
-    """int32 tensors; ignored labels -> -100; a short batch padded to `batch_size` with PAD rows."""
+    """Official collate: int32 tensors; labels equal to `ignore_label_id` -> -100 (unless it is None); a
+    short batch is padded to `batch_size` rows with inputs = pad_id, labels = -100, identifier = blank."""
     n = len(inputs)
+    if n > batch_size or len(labels) != n or len(puzzle_ids) != n:
+        raise ValueError(f"collate: {len(inputs)}/{len(labels)}/{len(puzzle_ids)} rows for batch size {batch_size}")
     out_inputs = np.full((batch_size, meta.seq_len), meta.pad_id, dtype=np.int32)
     out_labels = np.full((batch_size, meta.seq_len), IGNORE_LABEL, dtype=np.int32)
     out_ids = np.full((batch_size,), meta.blank_identifier_id, dtype=np.int32)
     out_inputs[:n] = inputs
-    out_labels[:n] = labels
+    real = out_labels[:n]
+    real[:] = labels
     if meta.ignore_label_id is not None:
-        out_labels[:n][np.asarray(labels) == meta.ignore_label_id] = IGNORE_LABEL
+        real[real == meta.ignore_label_id] = IGNORE_LABEL
     out_ids[:n] = puzzle_ids
     return {
         "inputs": torch.from_numpy(out_inputs),
@@ -234,93 +440,135 @@ def collate(
     }
 
 
+class _EpochPlan:
+    """One epoch's walk: example rows in visiting order and, per visited group, where its rows start."""
+
+    __slots__ = ("rows", "ids", "cum")
+
+    def __init__(self, rows: np.ndarray, ids: np.ndarray, cum: np.ndarray):
+        self.rows, self.ids, self.cum = rows, ids, cum
+
+
 class TrainSampler:
     """Official training sampling, seeded and resumable.
 
-    Each epoch visits the groups in a random order; for each group it picks one puzzle (augmentation) at
-    random and takes its examples in random order, filling batches of exactly `batch_size` rows; a puzzle's
-    examples that overflow a batch are dropped (official). Unlike the official sampler, which drops the last
-    partial batch, the stream runs on into the next epoch, so small data sets waste nothing. All randomness
-    comes from Philox keyed by (seed, epoch), so the position (epoch, group cursor) is the whole state.
+    Each epoch visits all groups in a random order; for each group it picks one puzzle (augmentation)
+    uniformly at random and takes that puzzle's examples in random order, filling global batches of exactly
+    `batch_size` rows; examples of a puzzle that overflow the current batch are dropped (official), and the
+    next batch starts with the next group. Unlike the official sampler, which drops the last partial batch of
+    an iteration, the stream runs on into the next epoch's permutation, so small data sets waste nothing.
+
+    Everything random comes from Philox keyed by (seed, epoch), so a batch always starts at a group
+    boundary and (epoch, group cursor) is the whole state. Each rank yields rows
+    [rank*B/ws, (rank+1)*B/ws) of the global batch.
     """
 
     def __init__(self, ds: PuzzleDataset, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
-        if batch_size % world_size:
-            raise DataError(f"global batch size {batch_size} is not divisible by world size {world_size}")
-        self.ds, self.batch_size, self.seed = ds, batch_size, seed
+        if batch_size < 1 or world_size < 1 or batch_size % world_size:
+            raise DataError(f"global batch size {batch_size} is not a positive multiple of world size {world_size}")
+        if not 0 <= rank < world_size:
+            raise DataError(f"rank {rank} outside 0..{world_size - 1}")
+        if ds.num_examples == 0 or ds.num_groups == 0:
+            raise DataError(f"{ds.dir}: no training examples")
+        self.ds, self.batch_size, self.seed = ds, int(batch_size), int(seed)
         self.rank, self.world_size = rank, world_size
         self._epoch, self._cursor = 0, 0
-        self._plan_epoch: int | None = None
+        self._plans: dict[int, _EpochPlan] = {}
+        self._gi = ds.group_indices.astype(np.int64)
+        self._pi = ds.puzzle_indices.astype(np.int64)
 
-    def _plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """Group order and, per visited group, the chosen puzzle (both fixed by seed and epoch)."""
-        if self._plan_epoch != epoch:
-            rng = np.random.Generator(np.random.Philox(key=[self.seed % 2**64, epoch]))
-            order = rng.permutation(self.ds.num_groups)
-            gi = self.ds.group_indices
-            sizes = gi[order + 1] - gi[order]
-            puzzles = gi[order] + (rng.random(len(order)) * sizes).astype(np.int64)
-            self._plan_cache = (order, puzzles)
-            self._plan_epoch = epoch
-        return self._plan_cache
+    def _plan(self, epoch: int) -> _EpochPlan:
+        plan = self._plans.get(epoch)
+        if plan is None:
+            if len(self._plans) >= 2:
+                self._plans.pop(min(self._plans))
+            plan = self._plans[epoch] = self._build_plan(epoch)
+        return plan
 
-    def _example_rows(self, epoch: int, cursor: int, puzzle: int) -> np.ndarray:
-        start, end = self.ds.puzzle_indices[puzzle], self.ds.puzzle_indices[puzzle + 1]
-        if end - start <= 1:
-            return np.arange(start, end)
-        rng = np.random.Generator(np.random.Philox(key=[self.seed % 2**64, (epoch << 32) | cursor]))
-        return start + rng.permutation(end - start)
+    def _build_plan(self, epoch: int) -> _EpochPlan:
+        key = np.array([self.seed % 2**64, epoch % 2**64], dtype=np.uint64)
+        rng = np.random.Generator(np.random.Philox(key=key))
+        gi, pi = self._gi, self._pi
+        order = rng.permutation(self.ds.num_groups)
+        puzzles = rng.integers(gi[order], gi[order + 1])  # one augmentation per group, uniformly
+        starts = pi[puzzles]
+        counts = pi[puzzles + 1] - starts
+        cum = np.zeros(len(order) + 1, dtype=np.int64)
+        np.cumsum(counts, out=cum[1:])
+        total = int(cum[-1])
+        rows = np.repeat(starts - cum[:-1], counts) + np.arange(total, dtype=np.int64)
+        if total and int(counts.max()) > 1:  # shuffle the examples inside each visited puzzle
+            segment = np.repeat(np.arange(len(order), dtype=np.int64), counts)
+            keys = (segment << 32) | rng.integers(0, 2**32, size=total, dtype=np.int64)
+            rows = rows[np.argsort(keys, kind="stable")]
+        ids = np.repeat(self.ds.puzzle_identifiers[puzzles], counts)
+        return _EpochPlan(rows, ids, cum)
 
-    def next_rows(self) -> np.ndarray:
-        """Example rows of the next global batch (advances the position)."""
-        rows: list[np.ndarray] = []
-        filled = 0
-        while filled < self.batch_size:
-            _, puzzles = self._plan(self._epoch)
-            if self._cursor >= len(puzzles):
+    def next_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """(example rows, puzzle identifiers) of the next global batch; advances the position."""
+        rows, ids = [], []
+        need = self.batch_size
+        while need:
+            plan = self._plan(self._epoch)
+            pos = int(plan.cum[self._cursor])
+            avail = len(plan.rows) - pos
+            if avail > need:
+                rows.append(plan.rows[pos : pos + need])
+                ids.append(plan.ids[pos : pos + need])
+                # next batch starts at the first group not yet begun; the rest of a cut puzzle is dropped
+                self._cursor = int(np.searchsorted(plan.cum, pos + need, side="left"))
+                need = 0
+            else:
+                rows.append(plan.rows[pos:])
+                ids.append(plan.ids[pos:])
+                need -= avail
                 self._epoch, self._cursor = self._epoch + 1, 0
-                continue
-            ex = self._example_rows(self._epoch, self._cursor, int(puzzles[self._cursor]))
-            take = ex[: self.batch_size - filled]
-            rows.append(take)
-            filled += len(take)
-            self._cursor += 1
-        return np.concatenate(rows)
+        if len(rows) == 1:
+            return rows[0], ids[0]
+        return np.concatenate(rows), np.concatenate(ids)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        ids = self.ds.example_puzzle_ids()
         local = self.batch_size // self.world_size
+        lo, hi = self.rank * local, (self.rank + 1) * local
+        meta = self.ds.metadata
         while True:
-            rows = self.next_rows()[self.rank * local : (self.rank + 1) * local]
-            order = np.argsort(rows, kind="stable")  # sorted reads are faster on a memory map
-            inv = np.empty_like(order)
-            inv[order] = np.arange(len(order))
-            sorted_rows = rows[order]
-            yield collate(
-                self.ds.inputs[sorted_rows][inv],
-                self.ds.labels[sorted_rows][inv],
-                ids[rows],
-                local,
-                self.ds.metadata,
-            )
+            rows, ids = self.next_rows()
+            rows, ids = rows[lo:hi], ids[lo:hi]
+            yield collate(self.ds.inputs[rows], self.ds.labels[rows], ids, local, meta)
 
     @property
     def epoch(self) -> float:
-        return self._epoch + self._cursor / max(self.ds.num_groups, 1)
+        """Fractional epochs consumed (groups visited / groups)."""
+        return self._epoch + self._cursor / self.ds.num_groups
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self._epoch, "cursor": self._cursor, "seed": self.seed}
+        return {"epoch": self._epoch, "cursor": self._cursor, "seed": self.seed, "num_groups": self.ds.num_groups}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self._epoch, self._cursor = int(state["epoch"]), int(state["cursor"])
+        """Restore a position (and the seed it was taken under, so the stream continues exactly)."""
+        groups = int(state.get("num_groups", self.ds.num_groups))
+        if groups != self.ds.num_groups:
+            raise DataError(
+                f"{self.ds.dir}: sampler state is for a data set with {groups} groups, this one has "
+                f"{self.ds.num_groups}"
+            )
+        epoch, cursor = int(state["epoch"]), int(state["cursor"])
+        if epoch < 0 or not 0 <= cursor <= groups:
+            raise DataError(f"{self.ds.dir}: invalid sampler state {state}")
+        self.seed = int(state.get("seed", self.seed))
+        self._epoch, self._cursor = epoch, cursor
+        self._plans.clear()
 
 
 def test_batches(
     ds: PuzzleDataset, batch_size: int, max_examples: int | None = None, rank: int = 0, world_size: int = 1
 ) -> Iterator[tuple[dict[str, torch.Tensor], int]]:
-    """Every example once, in order, in padded batches; yields (batch, number of real rows). Under
-    world_size > 1 each rank takes its contiguous slice of every global batch."""
-    total = min(ds.num_examples, max_examples or ds.num_examples)
+    """Every example once, in order (the first `max_examples` if given), in chunks of `batch_size`, each
+    padded; yields (batch, number of real rows). Under world_size > 1 each rank takes its contiguous slice
+    of every global chunk (local batch = ceil(batch_size / world_size))."""
+    if batch_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"test_batches: batch size {batch_size}, rank {rank} of {world_size}")
+    total = ds.num_examples if max_examples is None else max(0, min(ds.num_examples, max_examples))
     ids = ds.example_puzzle_ids()
     local = -(-batch_size // world_size)
     for start in range(0, total, batch_size):

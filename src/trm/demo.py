@@ -41,9 +41,7 @@ def run_demo(out: Path, steps: int | None = None, seed: int = 0) -> float:
     pairs = list(unique.values())
     train_pairs, test_pairs = pairs[:N_TRAIN], pairs[N_TRAIN:]
 
-    print(
-        f"[2/4] writing the data set ({N_TRAIN} training puzzles x {AUG + 1} augmentations, {N_TEST} held out)"
-    )
+    print(f"[2/4] writing the data set ({N_TRAIN} training puzzles x {AUG + 1} augmentations, {N_TEST} held out)")
     data_dir = work / "data"
     sudoku.build_dataset(data_dir, train_pairs, test_pairs, aug=AUG, seed=seed)
 

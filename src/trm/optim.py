@@ -33,9 +33,7 @@ class AdamATan2(torch.optim.Optimizer):
         weight_decay: float = 0.1,
     ):
         if lr < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(
-                f"bad AdamATan2 hyper-parameters lr={lr} betas={betas} weight_decay={weight_decay}"
-            )
+            raise ValueError(f"bad AdamATan2 hyper-parameters lr={lr} betas={betas} weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
 
     @torch.no_grad()

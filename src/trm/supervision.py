@@ -130,9 +130,7 @@ class DeepSupervision(nn.Module):
         halted = carry.halted
         y, z = self.model.reset_state(halted, carry.y, carry.z)
         steps = torch.where(halted, 0, carry.steps)
-        data = {
-            k: torch.where(halted.view(-1, *[1] * (v.dim() - 1)), batch[k], v) for k, v in carry.data.items()
-        }
+        data = {k: torch.where(halted.view(-1, *[1] * (v.dim() - 1)), batch[k], v) for k, v in carry.data.items()}
 
         out = self.model(y, z, data["inputs"], data["puzzle_identifiers"])
         steps = steps + 1

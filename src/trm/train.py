@@ -82,9 +82,7 @@ class MetricsLogger:
             try:
                 import wandb
 
-                self.wandb = wandb.init(
-                    project="trm", name=run_dir.name, config=cfg.model_dump(), dir=str(run_dir)
-                )
+                self.wandb = wandb.init(project="trm", name=run_dir.name, config=cfg.model_dump(), dir=str(run_dir))
             except ImportError:
                 tqdm.write("wandb is not installed (pip install 'trm[logging]'); logging to JSONL only")
 
@@ -123,9 +121,7 @@ class Trainer:
         eval_root = Path(cfg.eval_data or cfg.data)
         self.eval_ds = load_split(eval_root, "test") if (eval_root / "test").exists() else None
         if cfg.global_batch_size > self.train_ds.num_examples:
-            tqdm.write(
-                f"note: global_batch_size {cfg.global_batch_size} > {self.train_ds.num_examples} examples"
-            )
+            tqdm.write(f"note: global_batch_size {cfg.global_batch_size} > {self.train_ds.num_examples} examples")
         self.model_cfg = fit_model_config(cfg.model, self.train_ds)
         self.model = TRM(self.model_cfg).to(self.device)
         self.sup = DeepSupervision(self.model, cfg.loss_type)
@@ -133,9 +129,7 @@ class Trainer:
             self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay
         )
         self.sparse = (
-            SignSGDEmbedding(
-                self.model.puzzle_emb, lr=cfg.puzzle_emb_lr, weight_decay=cfg.puzzle_emb_weight_decay
-            )
+            SignSGDEmbedding(self.model.puzzle_emb, lr=cfg.puzzle_emb_lr, weight_decay=cfg.puzzle_emb_weight_decay)
             if self.model.puzzle_emb is not None
             else None
         )
@@ -270,9 +264,7 @@ class Trainer:
         sums: dict[str, float] = {}
         window = 0
         last_eval: dict[str, float] = {}
-        bar = tqdm(
-            total=self.total_steps, initial=self.step, desc="train", disable=not self.progress, unit="step"
-        )
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", disable=not self.progress, unit="step")
         batches = iter(self.sampler)
         self.model.train()
         start, start_step = time.perf_counter(), self.step
@@ -290,7 +282,8 @@ class Trainer:
                     logger.log("train", self.step, logged)
                     bar.set_postfix(loss=f"{logged['lm_loss']:.3f}", exact=f"{logged['exact_accuracy']:.3f}")
                     sums, window = {}, 0
-                if self.step % self.eval_every == 0 or self.step == self.total_steps:
+                periodic = self.step % self.eval_every == 0 and self.total_steps - self.step >= self.eval_every // 2
+                if periodic or self.step == self.total_steps:
                     last_eval = self.run_eval()
                     if last_eval:
                         logger.log("eval", self.step, last_eval)

@@ -14,9 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def trunc_normal_(
-    tensor: torch.Tensor, std: float = 1.0, lower: float = -2.0, upper: float = 2.0
-) -> torch.Tensor:
+def trunc_normal_(tensor: torch.Tensor, std: float = 1.0, lower: float = -2.0, upper: float = 2.0) -> torch.Tensor:
     """JAX/flax truncated normal: truncated at +-2 std, with the std corrected so the result has `std`.
 
     PyTorch's `trunc_normal_` keeps the pre-truncation std (about 12% too small); the official code uses this one.
@@ -43,9 +41,7 @@ class Linear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False):
         super().__init__()
-        self.weight = nn.Parameter(
-            trunc_normal_(torch.empty(out_features, in_features), std=in_features**-0.5)
-        )
+        self.weight = nn.Parameter(trunc_normal_(torch.empty(out_features, in_features), std=in_features**-0.5))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -69,9 +69,7 @@ class TRM(nn.Module):
             PuzzleEmbedding(cfg.num_puzzle_identifiers, cfg.puzzle_emb_ndim) if cfg.puzzle_emb_ndim else None
         )
         self.embed_pos = (
-            Embedding(cfg.total_len, d, init_std=1 / self.embed_scale)
-            if cfg.pos_encoding == "learned"
-            else None
+            Embedding(cfg.total_len, d, init_std=1 / self.embed_scale) if cfg.pos_encoding == "learned" else None
         )
         use_rope = cfg.pos_encoding == "rope" and cfg.mixer == "attention"
         self.rotary = Rotary(d // cfg.num_heads, cfg.total_len, cfg.rope_theta) if use_rope else None
@@ -95,9 +93,7 @@ class TRM(nn.Module):
         dtype = self.compute_dtype
         return self.y_init.to(dtype).expand(shape).clone(), self.z_init.to(dtype).expand(shape).clone()
 
-    def reset_state(
-        self, reset: torch.Tensor, y: torch.Tensor, z: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def reset_state(self, reset: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Put rows where `reset` is True back at (y_init, z_init)."""
         mask = reset.view(-1, 1, 1)
         return (torch.where(mask, self.y_init.to(y.dtype), y), torch.where(mask, self.z_init.to(z.dtype), z))
@@ -116,9 +112,7 @@ class TRM(nn.Module):
             x = 0.707106781 * (x + self.embed_pos.weight.to(dtype))
         return self.embed_scale * x
 
-    def recursion_block(
-        self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def recursion_block(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """n updates of z from (x, y, z), then one update of y from (y, z): x is not given to the y update."""
         for _ in range(self.config.n):
             z = self.net(z, y + x, self.rotary)
@@ -161,9 +155,7 @@ class TRM(nn.Module):
         """Load a directory written by `save_pretrained`; any problem is one CheckpointError line."""
         directory = Path(directory)
         if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
-            raise CheckpointError(
-                f"{directory}: not a trm checkpoint (needs {CONFIG_NAME} and {WEIGHTS_NAME})"
-            )
+            raise CheckpointError(f"{directory}: not a trm checkpoint (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
         try:
             config = model_config_from_json(directory / CONFIG_NAME)
         except (ConfigError, OSError) as err:

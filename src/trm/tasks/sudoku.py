@@ -282,9 +282,7 @@ def generate(
     return out
 
 
-def augment(
-    puzzle: np.ndarray, solution: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+def augment(puzzle: np.ndarray, solution: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Digit relabelling, transpose (square boxes only), band/stack and row/column-within-band permutations."""
     size = size_from_length(len(puzzle))
     br, bc = box_shape(size)
