@@ -26,7 +26,7 @@ from trm.config import build_train_config  # noqa: E402
 from trm.optim import AdamATan2  # noqa: E402
 
 
-def official_workload(ns, preset: str, batch_size: int) -> Workload:
+def official_workload(ns, preset: str, batch_size: int, infer_steps: int | None = None) -> Workload:
     cfg = build_train_config(preset)
     torch.manual_seed(0)
     model = build_official(ns, official_config(cfg.model, batch_size))
@@ -55,10 +55,9 @@ def official_workload(ns, preset: str, batch_size: int) -> Workload:
         model.eval()
         with torch.inference_mode():
             carry = model.initial_carry(batch)
-            while True:
+            for _ in range(infer_steps or cfg.model.N_sup):
                 carry, _, _, _, done = model(carry=carry, batch=batch, return_keys=[])
-                if done:
-                    break
+            assert infer_steps or done
 
     return Workload("official", train_step, infer)
 
@@ -69,6 +68,7 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[32, 128])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--official", help="official checkout (default: $TRM_OFFICIAL_DIR)")
+    parser.add_argument("--infer-steps", type=int, help="time this many supervision steps, scale to N_sup")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     ns = load_official(args.official)
@@ -84,8 +84,16 @@ def main() -> None:
     rows = []
     for preset in args.presets:
         for batch in args.batches:
-            res = compare([trm_workload(preset, batch), official_workload(ns, preset, batch)], repeats=args.repeats)
+            workloads = [
+                trm_workload(preset, batch, infer_steps=args.infer_steps),
+                official_workload(ns, preset, batch, args.infer_steps),
+            ]
+            res = compare(workloads, repeats=args.repeats)
             t, o = res["trm"], res["official"]
+            scale = build_train_config(preset).model.N_sup / (
+                args.infer_steps or build_train_config(preset).model.N_sup
+            )
+            t["infer_s"], o["infer_s"] = t["infer_s"] * scale, o["infer_s"] * scale
             row = dict(
                 preset=preset,
                 batch=batch,

@@ -39,7 +39,9 @@ def sudoku_batch(batch_size: int, seq_len: int, vocab: int, seed: int = 0) -> di
     }
 
 
-def trm_workload(preset: str, batch_size: int, overrides: list[str] = ()) -> Workload:
+def trm_workload(preset: str, batch_size: int, overrides: list[str] = (), infer_steps: int | None = None) -> Workload:
+    """`infer_steps` times only that many supervision steps of inference (default N_sup); the per-step cost
+    is constant, so throughput scales by N_sup / infer_steps."""
     cfg = build_train_config(preset, list(overrides))
     torch.manual_seed(0)
     model = TRM(cfg.model)
@@ -63,7 +65,7 @@ def trm_workload(preset: str, batch_size: int, overrides: list[str] = ()) -> Wor
 
     def infer() -> None:
         model.eval()
-        think(model, batch["inputs"], batch["puzzle_identifiers"])
+        think(model, batch["inputs"], batch["puzzle_identifiers"], steps=infer_steps)
 
     return Workload("trm", train_step, infer)
 
