@@ -47,7 +47,11 @@ def _sudoku_source(args: argparse.Namespace, rng: np.random.Generator) -> list[t
     if args.puzzles:
         pairs = _labelled_list(args.puzzles)
     else:
-        pairs = [(p, s) for p, s, _ in sudoku.generate(args.generate, args.size, rng, min_rating=args.min_rating)]
+        from tqdm import tqdm
+
+        with tqdm(total=args.generate, desc=f"generating {args.size}x{args.size}", unit="puzzle") as bar:
+            made = sudoku.generate(args.generate, args.size, rng, min_rating=args.min_rating, progress=bar.update)
+        pairs = [(p, s) for p, s, _ in made]
     if args.subsample and args.subsample < len(pairs):
         pairs = [pairs[i] for i in rng.choice(len(pairs), args.subsample, replace=False)]
     return pairs
