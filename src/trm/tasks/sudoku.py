@@ -1,13 +1,17 @@
-"""Sudoku in sizes 4x4 (2x2 boxes), 6x6 (2x3 boxes) and 9x9 (3x3 boxes): parsing, an exact solver with a
-difficulty rating, a generator of unique-solution puzzles, validity-preserving augmentation, rendering and
-data-set builders in the official layout.
+"""Sudoku in sizes 4x4 (2x2 boxes), 6x6 (2 rows x 3 columns boxes) and 9x9 (3x3 boxes): parsing, an exact
+solver with a difficulty rating, a generator of unique-solution puzzles, validity-preserving augmentation,
+rendering and the data-set builder in the official layout.
 
-A grid is a flat uint8 array of size*size cells, 0 for a blank and 1..size for digits. Tokens are the
-official ones: token = cell + 1 (0 PAD, 1 blank, 2.. digits), with vocab_size 11 for every size so one
-model config fits all of them.
+A grid is a flat uint8 array of size*size cells, 0 for a blank and 1..size for digits.
 
-The rating is the number of dead ends met by trm's solver (most-constrained cell first); Sudoku-Extreme's
-rating is likewise a backtrack count of a solver (tdoku), so the two measure the same thing, not the same
+Tokens are the official TRM ones: token = cell + 1, so 0 is PAD (never written), 1 a blank and 2..size+1
+the digits; labels are the full solution's tokens. `VOCAB_SIZE` is 11 for every size (what a 9x9 needs),
+so one model config (and one checkpoint) fits all sizes; smaller sizes simply never use the top tokens.
+
+The solver keeps a candidate bitmask per cell, propagates naked and hidden singles after every assignment
+and guesses in the cell with the fewest candidates. `rating` counts its dead ends (guesses whose
+propagation hit a contradiction) before the first solution. Sudoku-Extreme's `rating` column is likewise
+the backtrack count of a propagating solver (tdoku), so the two measure the same thing, not the same
 numbers.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -25,23 +30,27 @@ import numpy as np
 from trm.data import DatasetWriter, write_identifiers
 from trm.errors import TRMError
 
-VOCAB_SIZE = 11
-BOX_SHAPES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}
+VOCAB_SIZE = 11  # PAD + blank + 9 digits: the 9x9 vocabulary, shared by every size
+BOX_SHAPES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}  # size -> (box rows, box columns)
 BLANKS = ".0_"
-IGNORED = " \t\r\n|-+"
+IGNORED = " \t\r\n|-+*"  # layout characters of pretty-printed grids, including `render`'s filled-in marker
+FILLED_MARK = "*"
+_NOTE = re.compile(r"\([^()]*\)")  # `render`'s "(26 givens, ...)" line
 
 
 class SudokuError(TRMError):
-    """A malformed, contradictory or non-unique puzzle."""
+    """A malformed, contradictory, unsolvable or non-unique puzzle (a ValueError, shown as one line)."""
 
 
 def box_shape(size: int) -> tuple[int, int]:
+    """(rows, columns) of one box."""
     if size not in BOX_SHAPES:
         raise SudokuError(f"unsupported Sudoku size {size}; trm knows 4x4, 6x6 and 9x9")
     return BOX_SHAPES[size]
 
 
 def size_from_length(n: int) -> int:
+    """The size whose grid has `n` cells."""
     for size in BOX_SHAPES:
         if size * size == n:
             return size
@@ -52,185 +61,268 @@ def size_from_length(n: int) -> int:
 @dataclass(frozen=True)
 class _Geometry:
     size: int
-    row: tuple[int, ...]
-    col: tuple[int, ...]
-    box: tuple[int, ...]
-    full: int
+    full: int  # the candidate mask with every digit
+    units: tuple[tuple[int, ...], ...]  # the size rows, then the size columns, then the size boxes
+    peers: tuple[tuple[int, ...], ...]  # per cell: the other cells of its row, column and box
+    unit_cells: np.ndarray  # units as an int array [3 * size, size], for vectorised checks
 
 
 @cache
 def _geometry(size: int) -> _Geometry:
     br, bc = box_shape(size)
-    cells = range(size * size)
-    return _Geometry(
-        size,
-        tuple(i // size for i in cells),
-        tuple(i % size for i in cells),
-        tuple((i // size) // br * (size // bc) + (i % size) // bc for i in cells),
-        (1 << size) - 1,
-    )
+    rows = [tuple(r * size + c for c in range(size)) for r in range(size)]
+    cols = [tuple(r * size + c for r in range(size)) for c in range(size)]
+    boxes = [
+        tuple((r0 + r) * size + c0 + c for r in range(br) for c in range(bc))
+        for r0 in range(0, size, br)
+        for c0 in range(0, size, bc)
+    ]
+    units = (*rows, *cols, *boxes)
+    peers = tuple(tuple(sorted({p for unit in units if i in unit for p in unit} - {i})) for i in range(size * size))
+    return _Geometry(size, (1 << size) - 1, units, peers, np.asarray(units, dtype=np.intp))
 
 
 _POPCOUNT = [bin(m).count("1") for m in range(1 << 9)]
-_DIGITS = [[d + 1 for d in range(9) if m >> d & 1] for m in range(1 << 9)]
+_BITS = [[1 << d for d in range(9) if m >> d & 1] for m in range(1 << 9)]  # mask -> its single-digit masks
+
+
+def _grid(cells: np.ndarray | Sequence[int]) -> np.ndarray:
+    """A flat uint8 grid of a supported size (raises SudokuError otherwise)."""
+    cells = np.asarray(cells).reshape(-1)
+    size = size_from_length(len(cells))
+    if len(cells) and (cells.min() < 0 or cells.max() > size):
+        raise SudokuError(f"cell values must be in 0..{size}, got {int(cells.min())}..{int(cells.max())}")
+    return cells.astype(np.uint8)
 
 
 # -- parsing and rendering -----------------------------------------------------------------------------------
 def parse_puzzle(text: str, size: int | None = None) -> np.ndarray:
-    """'.', '0' or '_' are blanks; whitespace and | - + are ignored, so a pretty-printed grid pastes in."""
-    chars = [c for c in text if c not in IGNORED]
-    size = size or size_from_length(len(chars))
+    """A grid from text: '.', '0' or '_' are blanks; whitespace, '|', '-', '+', '*' and (parenthesised
+    notes) are ignored so a pretty-printed grid, `render`'s output included, pastes in. The size follows
+    from the cell count."""
+    cells = _parse_cells(text, size)
+    check_givens(cells)
+    return cells
+
+
+def _parse_cells(text: str, size: int | None) -> np.ndarray:
+    chars = [c for c in _NOTE.sub("", text) if c not in IGNORED]
+    if size is None:
+        size = size_from_length(len(chars))
+    box_shape(size)
     if len(chars) != size * size:
         raise SudokuError(f"puzzle has {len(chars)} cells; a {size}x{size} Sudoku needs {size * size}")
     cells = np.zeros(size * size, dtype=np.uint8)
     for i, c in enumerate(chars):
         if c in BLANKS:
             continue
-        if not c.isdigit():
+        if not ("0" <= c <= "9"):
             raise SudokuError(f"unknown character {c!r} at cell {i + 1}")
-        if not 1 <= int(c) <= size:
-            raise SudokuError(f"digit {c} at cell {i + 1} is outside 1..{size}")
+        if int(c) > size:
+            raise SudokuError(f"digit {c} at cell {i + 1} is outside 1..{size} of a {size}x{size} Sudoku")
         cells[i] = int(c)
-    check_givens(cells)
     return cells
 
 
 def check_givens(cells: np.ndarray) -> None:
-    """Raise if a digit repeats in a row, column or box."""
+    """Raise if a digit repeats in a row, column or box (such a puzzle can have no solution)."""
+    cells = _grid(cells)
     size = size_from_length(len(cells))
-    geo = _geometry(size)
-    for kind, unit in (("row", geo.row), ("column", geo.col), ("box", geo.box)):
-        seen: dict[tuple[int, int], int] = {}
-        for i, v in enumerate(cells):
+    units = _geometry(size).units
+    for k, unit in enumerate(units):
+        seen = 0
+        for i in unit:
+            v = int(cells[i])
             if v:
-                key = (unit[i], int(v))
-                if key in seen:
-                    raise SudokuError(f"contradictory givens: digit {v} twice in {kind} {unit[i] + 1}")
-                seen[key] = i
+                if seen >> v & 1:
+                    kind = ("row", "column", "box")[k // size]
+                    raise SudokuError(f"contradictory givens: digit {v} twice in {kind} {k % size + 1}")
+                seen |= 1 << v
 
 
 def format_puzzle(cells: np.ndarray) -> str:
+    """One line, '.' for blanks: the format `parse_puzzle` and the CLI read."""
     return "".join(str(int(v)) if v else "." for v in cells)
 
 
 def _grid_text(symbols: Sequence[str], size: int) -> str:
+    """Rows of equal-width symbols with '|' between box columns and '-+-' lines between box rows."""
     br, bc = box_shape(size)
-    sep = "-+-".join("-" * (2 * bc - 1) for _ in range(size // bc))
+    width = len(symbols[0])
+    stack_text = [" ".join(symbols[r * size + c : r * size + c + bc]) for r in range(size) for c in range(0, size, bc)]
+    sep = "-+-".join("-" * (bc * (width + 1) - 1) for _ in range(size // bc))
     lines = []
     for r in range(size):
         if r and r % br == 0:
-            lines.append(" " + sep)
-        row = symbols[r * size : (r + 1) * size]
-        lines.append(" " + " | ".join(" ".join(row[c : c + bc]) for c in range(0, size, bc)))
+            lines.append(sep)
+        lines.append(" | ".join(stack_text[r * (size // bc) : (r + 1) * (size // bc)]).rstrip())
     return "\n".join(lines)
 
 
 def render(cells: np.ndarray, puzzle: np.ndarray | None = None) -> str:
-    """A grid with box separators; with `puzzle`, a line saying how many cells were given and filled in."""
+    """A multi-line grid with box separators. With `puzzle`, givens are plain and digits filled in are
+    marked '*' (no colour needed, and the text still pastes back into `parse_puzzle`); a given that the
+    grid contradicts is marked '!'."""
+    cells = _grid(cells)
     size = size_from_length(len(cells))
-    text = _grid_text([str(int(v)) if v else "." for v in cells], size)
-    if puzzle is not None:
-        given = int(np.count_nonzero(puzzle))
-        text += f"\n({given} givens, {size * size - given} cells filled in)"
-    return text
+    if puzzle is None:
+        return _grid_text([str(int(v)) if v else "." for v in cells], size)
+    puzzle = _grid(puzzle)
+    if len(puzzle) != len(cells):
+        raise SudokuError(f"grid has {len(cells)} cells but the puzzle {len(puzzle)}")
+    symbols = []
+    for v, g in zip(cells.tolist(), puzzle.tolist(), strict=True):
+        digit = str(v) if v else "."
+        symbols.append(digit + (" " if g == v else "!" if g else FILLED_MARK if v else " "))
+    given = int(np.count_nonzero(puzzle))
+    filled = int(np.count_nonzero(cells[puzzle == 0]))
+    note = f"({given} givens, {filled} filled in marked {FILLED_MARK}"
+    changed = int(np.count_nonzero((puzzle != 0) & (cells != puzzle)))
+    note += f", {changed} given{'s' * (changed != 1)} changed marked !)" if changed else ")"
+    return _grid_text(symbols, size) + "\n" + note
 
 
 def render_diff(pred: np.ndarray, solution: np.ndarray) -> str:
-    """The prediction with every wrong cell shown as x."""
+    """The prediction as a grid, each cell that differs from `solution` marked 'x' after the digit."""
+    pred, solution = _grid(pred), _grid(solution)
+    if len(pred) != len(solution):
+        raise SudokuError(f"prediction has {len(pred)} cells but the solution {len(solution)}")
     size = size_from_length(len(pred))
-    wrong = np.asarray(pred) != np.asarray(solution)
-    text = _grid_text(["x" if w else str(int(v)) for v, w in zip(pred, wrong, strict=True)], size)
-    return text + f"\n({int(wrong.sum())} wrong cells)"
+    wrong = pred != solution
+    symbols = [(str(v) if v else ".") + ("x" if w else " ") for v, w in zip(pred.tolist(), wrong.tolist(), strict=True)]
+    return _grid_text(symbols, size) + f"\n({int(wrong.sum())} of {size * size} cells wrong, marked x)"
+
+
+def _valid_rows(solutions: np.ndarray, puzzles: np.ndarray | None, size: int) -> np.ndarray:
+    """Vectorised validity of many solutions [N, size*size] (and agreement with puzzles): bool [N]."""
+    solutions = np.asarray(solutions, dtype=np.int64)
+    ok = ((solutions >= 1) & (solutions <= size)).all(axis=1)
+    masks = np.left_shift(1, np.clip(solutions, 1, size) - 1)
+    seen = np.bitwise_or.reduce(masks[:, _geometry(size).unit_cells], axis=2)  # [N, units]
+    ok &= (seen == (1 << size) - 1).all(axis=1)  # size cells cover size digits: a permutation
+    if puzzles is not None:
+        puzzles = np.asarray(puzzles, dtype=np.int64)
+        ok &= ((puzzles == 0) | (puzzles == solutions)).all(axis=1)
+    return ok
 
 
 def is_valid_solution(solution: np.ndarray, puzzle: np.ndarray | None = None) -> bool:
-    """Complete, every row/column/box a permutation of 1..size, and agreeing with the givens."""
-    solution = np.asarray(solution)
+    """Complete, each row/column/box a permutation of 1..size, and (with `puzzle`) true to the givens."""
+    solution = np.asarray(solution).reshape(-1)
     try:
         size = size_from_length(len(solution))
     except SudokuError:
         return False
-    if solution.min() < 1 or solution.max() > size:
-        return False
-    geo = _geometry(size)
-    for unit in (geo.row, geo.col, geo.box):
-        for u in range(size):
-            if len(set(solution[np.asarray(unit) == u].tolist())) != size:
-                return False
     if puzzle is not None:
-        given = np.asarray(puzzle) != 0
-        if not np.array_equal(np.asarray(puzzle)[given], solution[given]):
+        puzzle = np.asarray(puzzle).reshape(-1)
+        if len(puzzle) != len(solution):
             return False
-    return True
+        puzzle = puzzle[None]
+    return bool(_valid_rows(solution[None], puzzle, size)[0])
 
 
 # -- solver --------------------------------------------------------------------------------------------------
 @dataclass
 class SolveResult:
+    """Up to `limit` solutions, and the dead ends met on the way (the difficulty)."""
+
     solutions: list[np.ndarray] = field(default_factory=list)
     backtracks: int = 0
 
 
-def solve(cells: np.ndarray, limit: int = 2, rng: np.random.Generator | None = None) -> SolveResult:
-    """Exact backtracking search (most-constrained cell first) for up to `limit` solutions; `rng` randomises
-    the order in which digits are tried (used to make random full grids)."""
-    size = size_from_length(len(cells))
-    geo = _geometry(size)
-    grid = [int(v) for v in cells]
-    rows, cols, boxes = [0] * size, [0] * size, [0] * size
-    for i, v in enumerate(grid):
+def _propagate(cand: list[int], stack: list[int], geo: _Geometry) -> bool:
+    """Eliminate each newly fixed cell's digit from its peers (naked singles), then place digits that fit
+    only one cell of a unit (hidden singles), until nothing changes. False on a contradiction."""
+    peers, units, full = geo.peers, geo.units, geo.full
+    while True:
+        while stack:
+            i = stack.pop()
+            bit = cand[i]
+            for p in peers[i]:
+                m = cand[p]
+                if m & bit:
+                    m ^= bit
+                    if not m:
+                        return False
+                    cand[p] = m
+                    if not m & (m - 1):
+                        stack.append(p)
+        for unit in units:
+            once = twice = 0
+            for c in unit:
+                m = cand[c]
+                twice |= once & m
+                once |= m
+            if once != full:
+                return False  # a digit fits nowhere in this unit
+            hidden = once & ~twice
+            if hidden:
+                for c in unit:
+                    m = cand[c]
+                    h = m & hidden
+                    if h and h != m:
+                        if h & (h - 1):
+                            return False  # two digits can only go in this one cell
+                        cand[c] = h
+                        stack.append(c)
+        if not stack:
+            return True
+
+
+def _candidates(cells: np.ndarray, geo: _Geometry) -> list[int] | None:
+    """Propagated candidate masks of a grid, or None when the givens already contradict."""
+    cand = [geo.full] * len(cells)
+    stack = []
+    for i, v in enumerate(cells.tolist()):
         if v:
-            bit = 1 << (v - 1)
-            if rows[geo.row[i]] & bit or cols[geo.col[i]] & bit or boxes[geo.box[i]] & bit:
-                return SolveResult()  # contradictory givens: no solution
-            rows[geo.row[i]] |= bit
-            cols[geo.col[i]] |= bit
-            boxes[geo.box[i]] |= bit
-    empties = [i for i, v in enumerate(grid) if not v]
-    result = SolveResult()
-    full, grow, gcol, gbox = geo.full, geo.row, geo.col, geo.box
+            cand[i] = 1 << (v - 1)
+            stack.append(i)
+    return cand if _propagate(cand, stack, geo) else None
 
-    def search(n_left: int) -> bool:
-        if n_left == 0:
-            result.solutions.append(np.asarray(grid, dtype=np.uint8))
-            return len(result.solutions) >= limit
-        best, best_mask, best_count = -1, 0, 99
-        for i in empties:
-            if grid[i]:
-                continue
-            mask = full & ~(rows[grow[i]] | cols[gcol[i]] | boxes[gbox[i]])
-            count = _POPCOUNT[mask]
+
+def _search(cand: list[int], geo: _Geometry, limit: int, result: SolveResult, rng: np.random.Generator | None) -> bool:
+    """Depth-first search from propagated candidates; True once `limit` solutions are found."""
+    best, best_count = -1, 99
+    for i, m in enumerate(cand):
+        if m & (m - 1):
+            count = _POPCOUNT[m]
             if count < best_count:
-                best, best_mask, best_count = i, mask, count
-                if count <= 1:
+                best, best_count = i, count
+                if count == 2:
                     break
-        if best_count == 0:
-            result.backtracks += 1
-            return False
-        r, c, b = grow[best], gcol[best], gbox[best]
-        digits = _DIGITS[best_mask]
-        if rng is not None and len(digits) > 1:
-            digits = [digits[k] for k in rng.permutation(len(digits))]
-        for d in digits:
-            bit = 1 << (d - 1)
-            grid[best] = d
-            rows[r] |= bit
-            cols[c] |= bit
-            boxes[b] |= bit
-            if search(n_left - 1):
+    if best < 0:
+        result.solutions.append(np.array([m.bit_length() for m in cand], dtype=np.uint8))
+        return len(result.solutions) >= limit
+    choices = _BITS[cand[best]]
+    if rng is not None:
+        choices = [choices[k] for k in rng.permutation(len(choices))]
+    for bit in choices:
+        child = cand.copy()
+        child[best] = bit
+        if _propagate(child, [best], geo):
+            if _search(child, geo, limit, result, rng):
                 return True
-            rows[r] ^= bit
-            cols[c] ^= bit
-            boxes[b] ^= bit
-        grid[best] = 0
-        return False
+        else:
+            result.backtracks += 1
+    return False
 
-    search(len(empties))
+
+def solve(cells: np.ndarray, limit: int = 2, rng: np.random.Generator | None = None) -> SolveResult:
+    """Exact search for up to `limit` solutions (2 tells unique from ambiguous). `rng` shuffles the order in
+    which digits are tried, which turns the search on an empty grid into a random full grid. Contradictory
+    givens give no solutions."""
+    cells = _grid(cells)
+    geo = _geometry(size_from_length(len(cells)))
+    result = SolveResult()
+    cand = _candidates(cells, geo)
+    if cand is not None and limit > 0:
+        _search(cand, geo, limit, result, rng)
     return result
 
 
 def rating(cells: np.ndarray) -> int:
-    """Difficulty: dead ends met before the first solution is found."""
+    """Difficulty: the solver's dead ends before the first solution (0 = solved by singles alone); the
+    analogue of Sudoku-Extreme's rating."""
     return solve(cells, limit=1).backtracks
 
 
@@ -247,17 +339,30 @@ def solution_of(cells: np.ndarray) -> np.ndarray:
 
 # -- generation and augmentation ----------------------------------------------------------------------------
 def random_full_grid(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random solved grid: the solver on an empty grid with shuffled digit order."""
     return solve(np.zeros(size * size, dtype=np.uint8), limit=1, rng=rng).solutions[0]
 
 
 def minimal_puzzle(solution: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Remove clues in random order while the solution stays unique: every remaining clue is needed."""
+    """Remove clues in random order while the solution stays unique, so every remaining clue is needed.
+
+    Clue i may go iff no solution of the weaker puzzle differs from `solution` at i: any other solution must
+    differ there, so one search with that digit excluded decides it (cheaper than counting to 2)."""
+    solution = _grid(solution)
+    geo = _geometry(size_from_length(len(solution)))
     puzzle = solution.copy()
-    for i in rng.permutation(len(puzzle)):
-        keep = puzzle[i]
+    for i in rng.permutation(len(puzzle)).tolist():
         puzzle[i] = 0
-        if len(solve(puzzle, limit=2).solutions) > 1:
-            puzzle[i] = keep
+        cand = _candidates(puzzle, geo)
+        assert cand is not None  # the givens agree with a full solution
+        other = cand[i] & ~(1 << (int(solution[i]) - 1))
+        if other:
+            cand[i] = other
+            probe = SolveResult()
+            if _propagate(cand, [] if other & (other - 1) else [i], geo):
+                _search(cand, geo, 1, probe, None)
+            if probe.solutions:
+                puzzle[i] = solution[i]  # another solution appears: the clue stays
     return puzzle
 
 
@@ -268,7 +373,8 @@ def generate(
     min_rating: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray, int]]:
-    """`count` minimal unique-solution puzzles as (puzzle, solution, rating), deterministic for the rng."""
+    """`count` minimal unique-solution puzzles as (puzzle, solution, rating), each with rating >= min_rating;
+    deterministic for the rng's state. `progress(1)` is called per accepted puzzle."""
     box_shape(size)
     out = []
     while len(out) < count:
@@ -283,10 +389,14 @@ def generate(
 
 
 def augment(puzzle: np.ndarray, solution: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Digit relabelling, transpose (square boxes only), band/stack and row/column-within-band permutations."""
+    """The same random validity-preserving transform of a puzzle and its solution (official Sudoku-Extreme
+    recipe, generalised): digit relabelling, transpose with p=0.5 (square boxes only: transposing a 6x6
+    turns its 2x3 boxes into 3x2 ones), band order, row order within each band, stack order, column order
+    within each stack."""
+    puzzle, solution = _grid(puzzle), _grid(solution)
     size = size_from_length(len(puzzle))
     br, bc = box_shape(size)
-    digits = np.concatenate([[0], rng.permutation(size) + 1]).astype(np.uint8)
+    digits = np.concatenate([[0], rng.permutation(size) + 1]).astype(np.uint8)  # blank stays blank
     transpose = br == bc and rng.random() < 0.5
     rows = np.concatenate([b * br + rng.permutation(br) for b in rng.permutation(size // br)])
     cols = np.concatenate([s * bc + rng.permutation(bc) for s in rng.permutation(size // bc)])
@@ -301,83 +411,142 @@ def augment(puzzle: np.ndarray, solution: np.ndarray, rng: np.random.Generator) 
 
 
 # -- sources -------------------------------------------------------------------------------------------------
+_CSV_HEADER = ["source", "question", "answer", "rating"]
+_CSV_CHUNK = 100_000  # rows checked per vectorised batch
+
+
+def _csv_row(path: Path, line: int, row: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+    """One row checked cell by cell; every problem names the line."""
+    if len(row) < 4:
+        raise SudokuError(f"{path}: line {line}: expected 4 columns (source,question,answer,rating), got {len(row)}")
+    grids = []
+    for column, text in (("question", row[1]), ("answer", row[2])):
+        try:
+            grids.append(_parse_cells(text, None))
+        except SudokuError as err:
+            raise SudokuError(f"{path}: line {line}: {column}: {err}") from None
+    puzzle, answer = grids
+    try:
+        score = int(row[3])
+    except ValueError:
+        raise SudokuError(f"{path}: line {line}: rating {row[3]!r} is not an integer") from None
+    if not is_valid_solution(answer, puzzle):
+        raise SudokuError(f"{path}: line {line}: the answer does not solve the question")
+    return puzzle, answer, score
+
+
+def _check_csv_chunk(path: Path, chunk: list[tuple[int, list[str]]]) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """Rows of the common shape (81-character '.'/digit question, digit answer) are checked in one
+    vectorised pass; anything else goes through `_csv_row`, which names the problem and its line."""
+    fast = [k for k, (_, row) in enumerate(chunk) if len(row) >= 4 and len(row[1]) == 81 and len(row[2]) == 81]
+    accepted: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
+    if fast:
+        q = np.frombuffer("".join(chunk[k][1][1] for k in fast).encode("latin-1", "replace"), np.uint8)
+        a = np.frombuffer("".join(chunk[k][1][2] for k in fast).encode("latin-1", "replace"), np.uint8)
+        q, a = q.reshape(-1, 81), a.reshape(-1, 81)
+        q_ok = ((q == ord(".")) | ((q >= ord("0")) & (q <= ord("9")))).all(axis=1)
+        puzzles = np.where(q == ord("."), 0, q.astype(np.int16) - ord("0")).clip(0, 9).astype(np.uint8)
+        answers = (a.astype(np.int16) - ord("0")).clip(0, 10).astype(np.uint8)
+        ok = q_ok & _valid_rows(answers, puzzles, 9)
+        for j in np.flatnonzero(ok).tolist():
+            line, row = chunk[fast[j]]
+            try:
+                score = int(row[3])
+            except ValueError:
+                raise SudokuError(f"{path}: line {line}: rating {row[3]!r} is not an integer") from None
+            accepted[fast[j]] = (puzzles[j].copy(), answers[j].copy(), score)
+    out = []
+    for k, (line, row) in enumerate(chunk):
+        out.append(accepted[k] if k in accepted else _csv_row(path, line, row))
+    return out
+
+
 def read_csv(
     path: Path,
     min_rating: int | None = None,
     subsample: int | None = None,
     rng: np.random.Generator | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray, int]]:
-    """Sudoku-Extreme CSV: `source,question,answer,rating`; every row is checked."""
+    """Sudoku-Extreme's CSV (`source,question,answer,rating`, '.' blanks) as (puzzle, solution, rating).
+
+    Every row is validated (the answer must be a valid solution of the question; a bad row raises naming
+    its line), then rows below `min_rating` are dropped and `subsample` of the rest drawn with `rng`
+    (default seed 0), in file order."""
     path = Path(path)
     try:
-        handle = path.open(newline="")
+        handle = path.open(newline="", encoding="utf-8")
     except OSError as err:
         raise SudokuError(f"{path}: cannot read ({err.strerror})") from None
-    rows = []
+    rows: list[tuple[np.ndarray, np.ndarray, int]] = []
     with handle:
         reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header[:4]] != ["source", "question", "answer", "rating"]:
-            raise SudokuError(f"{path}: expected the header source,question,answer,rating")
-        for line, row in enumerate(reader, start=2):
-            if len(row) < 4:
-                raise SudokuError(f"{path}: line {line}: expected 4 columns")
-            try:
-                puzzle, answer, score = parse_puzzle(row[1]), parse_puzzle(row[2]), int(row[3])
-            except (SudokuError, ValueError) as err:
-                raise SudokuError(f"{path}: line {line}: {err}") from None
-            if not is_valid_solution(answer, puzzle):
-                raise SudokuError(f"{path}: line {line}: the answer does not solve the question")
-            if min_rating is None or score >= min_rating:
-                rows.append((puzzle, answer, score))
+        try:
+            header = next(reader, None)
+            if header is None or [h.strip() for h in header[:4]] != _CSV_HEADER:
+                raise SudokuError(f"{path}: line 1: expected the header source,question,answer,rating")
+            chunk: list[tuple[int, list[str]]] = []
+            for row in reader:
+                if row:
+                    chunk.append((reader.line_num, row))
+                if len(chunk) >= _CSV_CHUNK:
+                    rows.extend(r for r in _check_csv_chunk(path, chunk) if min_rating is None or r[2] >= min_rating)
+                    chunk = []
+            rows.extend(r for r in _check_csv_chunk(path, chunk) if min_rating is None or r[2] >= min_rating)
+        except (csv.Error, UnicodeDecodeError) as err:
+            raise SudokuError(f"{path}: line {reader.line_num}: not valid CSV ({err})") from None
     if subsample is not None and subsample < len(rows):
-        rng = rng or np.random.default_rng(0)
-        rows = [rows[i] for i in sorted(rng.choice(len(rows), subsample, replace=False))]
+        rng = rng if rng is not None else np.random.default_rng(0)
+        rows = [rows[i] for i in sorted(rng.choice(len(rows), subsample, replace=False).tolist())]
     return rows
 
 
 def read_puzzle_list(path: Path) -> list[str]:
-    """One puzzle per line (first token); `#` comments and blank lines are skipped."""
+    """Puzzle strings, one per line (its first whitespace-separated token); `#` comments and blank lines are
+    skipped. Parsing is left to the caller so it can name the line of a bad puzzle."""
     path = Path(path)
     try:
-        lines = path.read_text().splitlines()
-    except OSError as err:
-        raise SudokuError(f"{path}: cannot read ({err.strerror})") from None
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
+        raise SudokuError(f"{path}: cannot read ({reason})") from None
     return [ln.split()[0] for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
 
 
 def download_sudoku_extreme(split: str, cache_dir: Path | None = None) -> Path:
-    """Fetch `train.csv` or `test.csv` of the Hugging Face data set sapientinc/sudoku-extreme."""
+    """`train.csv` or `test.csv` of the Hugging Face data set sapientinc/sudoku-extreme (hub-cached)."""
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:
-        raise SudokuError("--hf needs huggingface_hub: pip install 'trm[hf]'") from None
+        raise SudokuError("downloading Sudoku-Extreme needs huggingface_hub: pip install 'trm[hf]'") from None
     try:
         return Path(
             hf_hub_download(
                 repo_id="sapientinc/sudoku-extreme",
                 filename=f"{split}.csv",
                 repo_type="dataset",
-                cache_dir=cache_dir,
+                cache_dir=None if cache_dir is None else str(cache_dir),
             )
         )
-    except Exception as err:  # network, auth and hub errors all mean the same to the user
-        raise SudokuError(f"cannot download sapientinc/sudoku-extreme {split}.csv: {err}") from None
+    except Exception as err:  # offline, auth and hub errors all mean the same to the user
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise SudokuError(f"cannot download sapientinc/sudoku-extreme {split}.csv (offline?): {first}") from None
 
 
 # -- data sets -----------------------------------------------------------------------------------------------
 def encode(cells: np.ndarray) -> np.ndarray:
+    """Official tokens: cell + 1 (1 blank, 2.. digits; 0 is PAD)."""
     return np.asarray(cells, dtype=np.uint8) + 1
 
 
 def decode(tokens: np.ndarray, size: int) -> np.ndarray:
+    """Tokens back to cells; PAD and out-of-range predictions become blanks / are clipped to 0..size."""
     return np.clip(np.asarray(tokens, dtype=np.int64) - 1, 0, size).astype(np.uint8)
 
 
 def _checked(puzzle: np.ndarray, solution: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
     if not is_valid_solution(solution, puzzle):
         raise SudokuError(f"{what}: the solution does not solve the puzzle")
-    return encode(puzzle), encode(solution)
+    return encode(puzzle)[None], encode(solution)[None]
 
 
 def build_dataset(
@@ -386,35 +555,52 @@ def build_dataset(
     test: Sequence[tuple[np.ndarray, np.ndarray]],
     aug: int = 0,
     seed: int = 0,
-    progress: bool = True,
+    progress: Callable[[int], None] | bool | None = None,
 ) -> dict:
-    """Each training puzzle is a group: the original plus `aug` augmented copies, one example each, all
-    with the blank identifier 0 (official Sudoku). The test split is not augmented."""
-    from tqdm import tqdm
+    """Write the official layout: each training puzzle is a group holding the original plus `aug` augmented
+    copies, one example each, all with the blank identifier 0 (official Sudoku: num_puzzle_identifiers 1).
+    The test split has one group per puzzle and no augmentation. Every example is checked before it is
+    written. Also writes identifiers.json and task.json ({"task": "sudoku", "size": ...}).
 
+    `progress`: a callable gets the number of groups written; None shows a bar for splits of 1,000 or more
+    groups; False is silent. Returns {"out", "size", "train": counts, "test": counts}."""
     out_dir = Path(out_dir)
-    sizes = {len(p) for p, _ in [*train, *test]}
-    if len(sizes) != 1:
-        raise SudokuError(f"puzzles of several sizes in one data set: {sorted(sizes)} cells")
-    seq_len = sizes.pop()
+    if aug < 0:
+        raise SudokuError(f"aug must be >= 0, got {aug}")
+    lengths = {len(pair[0]) for pair in (*train, *test)} | {len(pair[1]) for pair in (*train, *test)}
+    if not lengths:
+        raise SudokuError("no puzzles to write")
+    if len(lengths) != 1:
+        raise SudokuError(f"puzzles of several sizes in one data set: {sorted(lengths)} cells")
+    seq_len = lengths.pop()
     size = size_from_length(seq_len)
     rng = np.random.default_rng(seed)
     summary: dict = {"out": str(out_dir), "size": size}
     for split, pairs, n_aug in (("train", train, aug), ("test", test, 0)):
-        writer = DatasetWriter(out_dir, split, seq_len)
-        for k, (puzzle, solution) in enumerate(
-            tqdm(pairs, desc=f"writing {split}", unit="group", disable=not progress or len(pairs) < 1000)
-        ):
-            group = [(0, *_checked(puzzle, solution, f"{split} puzzle {k + 1}"))]
-            for _ in range(n_aug):
-                p, s = augment(puzzle, solution, rng)
-                group.append((0, *_checked(p, s, f"augmentation of {split} puzzle {k + 1}")))
-            writer.add_group(group)
-        meta = writer.close(vocab_size=VOCAB_SIZE, num_puzzle_identifiers=1, ignore_label_id=0)
+        bar = None
+        if progress is None and len(pairs) >= 1000:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(pairs), desc=f"writing {split}", unit="group")
+        with DatasetWriter(out_dir, split, seq_len) as writer:
+            for k, pair in enumerate(pairs):
+                puzzle, solution = _grid(pair[0]), _grid(pair[1])
+                group = [(0, *_checked(puzzle, solution, f"{split} puzzle {k + 1}"))]
+                for _ in range(n_aug):
+                    p, s = augment(puzzle, solution, rng)
+                    group.append((0, *_checked(p, s, f"augmentation of {split} puzzle {k + 1}")))
+                writer.add_group(group)
+                if bar is not None:
+                    bar.update(1)
+                elif callable(progress):
+                    progress(1)
+            meta = writer.close(vocab_size=VOCAB_SIZE, num_puzzle_identifiers=1, pad_id=0, ignore_label_id=0)
+        if bar is not None:
+            bar.close()
         summary[split] = {
             "groups": meta.total_groups,
             "puzzles": meta.total_puzzles,
-            "examples": int(meta.total_puzzles * meta.mean_puzzle_examples),
+            "examples": len(pairs) * (n_aug + 1),
         }
     write_identifiers(out_dir, ["<blank>"])
     (out_dir / "task.json").write_text(json.dumps({"task": "sudoku", "size": size}) + "\n")
@@ -422,7 +608,7 @@ def build_dataset(
 
 
 class SudokuTask:
-    """The Sudoku task as the CLI and inference engine see it."""
+    """The Sudoku task of one size, as the CLI and inference engine see it (trm.tasks.base.Task)."""
 
     name = "sudoku"
 
