@@ -127,12 +127,13 @@ def load_checkpoint(path: Path, device: torch.device):
 
 def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
     from trm.data import load_split
-    from trm.evaluate import evaluate
+    from trm.evaluate import check_fits, evaluate
     from trm.train import pick_device
 
     device = pick_device(args.device)
     model, _ = load_checkpoint(args.checkpoint, device)
     ds = load_split(args.data, args.split)
+    check_fits(model, ds)  # before the progress bar, so a mismatch is one clean line
     from tqdm import tqdm
 
     total = min(ds.num_examples, args.max_examples or ds.num_examples)
