@@ -1,14 +1,30 @@
-"""Run the official TRM implementation beside trm, for side-by-side benchmarks only.
+"""Run the official TRM implementation beside trm, for side-by-side tests and benchmarks only.
 
-Nothing of the official code is shipped here: point `TRM_OFFICIAL_DIR` (or `--official`) at a checkout of
-https://github.com/SamsungSAILMontreal/TinyRecursiveModels (needs `pip install einops`). The official model
-assumes CUDA in two methods; on a CPU we replace them at run time on the instance, without touching its
-files:
-- `inner.empty_carry` allocates on "cuda:0": we allocate on the model's device instead;
-- `inner.reset_carry` moves the reset flags to "cuda:0": we keep them where they are.
-Its optimizer (the `adam_atan2` CUDA extension) is not used: both sides step trm's AdamATan2, so the
-comparison measures the model and training step, not two optimizer kernels. Its own sparse-embedding
-sign-SGD is used for its puzzle embedding.
+Nothing of the official code is shipped with trm, and this module neither copies nor builds it: it imports
+it at run time from a checkout the user provides (an argument, or the `TRM_OFFICIAL_DIR` environment
+variable):
+
+    git clone https://github.com/SamsungSAILMontreal/TinyRecursiveModels /path/to/TinyRecursiveModels
+    TRM_OFFICIAL_DIR=/path/to/TinyRecursiveModels python benchmarks/sudoku_speed.py
+
+Written against commit e7b68717 (2025-10-08). Only the model code is imported (`models/recursive_reasoning/trm.py`,
+`models/layers.py`, `models/losses.py`, `models/sparse_embedding.py`, `models/common.py`); its extra
+dependency is `einops` (`pip install einops`). `pretrain.py` is never imported (it needs CUDA, the
+`adam_atan2` CUDA extension, wandb and hydra). The official files are not modified; what we change at run
+time, and why:
+
+1. `sys.path`: the official code imports its own modules as the top-level package `models` (a namespace
+   package, it has no `__init__.py`), so the checkout root goes first on `sys.path`; we then check that
+   the modules really came from that checkout (a `models` package installed elsewhere would win).
+2. `forward_dtype`: the official default is bfloat16 (`config/arch/trm.yaml`); we build in float32 unless told
+   otherwise, so the numbers can be compared with trm's float32 ones (no patch, a config value).
+3. Device: `pretrain.py` builds the model *and* every carry inside `with torch.device("cuda")`, because
+   `initial_carry` / `empty_carry` allocate on the current default device. We build the model inside
+   `with torch.device(device)` (CPU by default), and wrap the instance's `initial_carry` so that it also
+   allocates there, whatever the caller's default device is. On a CPU this changes nothing.
+4. No `torch.compile` (the official trainer compiles unless `DISABLE_COMPILE` is set): the state dict keys
+   therefore lack the `_orig_mod.` prefix of the official checkpoints; `official_state_dict` adds it back and
+   `load_official_checkpoint` strips it.
 """
 
 from __future__ import annotations
@@ -16,29 +32,49 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import time
 import types
 from pathlib import Path
 
 import torch
 
+COMPILE_PREFIX = "_orig_mod."  # what torch.compile's wrapper adds to every state-dict key
 
-def official_dir(path: str | None = None) -> Path:
+
+def official_dir(path: str | os.PathLike | None = None) -> Path:
+    """The official checkout: `path`, else `$TRM_OFFICIAL_DIR`."""
     path = path or os.environ.get("TRM_OFFICIAL_DIR")
     if not path or not (Path(path) / "models" / "recursive_reasoning" / "trm.py").is_file():
         raise SystemExit(
-            "set TRM_OFFICIAL_DIR (or --official) to a checkout of SamsungSAILMontreal/TinyRecursiveModels"
+            "set TRM_OFFICIAL_DIR (or pass the path) to a checkout of "
+            "https://github.com/SamsungSAILMontreal/TinyRecursiveModels"
         )
-    return Path(path)
+    return Path(path).resolve()
 
 
-def load_official(path: str | None = None) -> types.SimpleNamespace:
-    root = str(official_dir(path))
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    trm_mod = importlib.import_module("models.recursive_reasoning.trm")
-    losses = importlib.import_module("models.losses")
-    sparse = importlib.import_module("models.sparse_embedding")
-    return types.SimpleNamespace(trm=trm_mod, losses=losses, sparse=sparse)
+def load_official(path: str | os.PathLike | None = None) -> types.SimpleNamespace:
+    """Import the official model modules from a checkout; returns them as a namespace
+    (`trm`, `layers`, `losses`, `sparse`, `common`, and `root`, the checkout path)."""
+    root = official_dir(path)
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))  # patch 1: the official code imports `models.*` from its root
+    try:
+        mods = {
+            name: importlib.import_module(f"models.{mod}")
+            for name, mod in [
+                ("trm", "recursive_reasoning.trm"),
+                ("layers", "layers"),
+                ("losses", "losses"),
+                ("sparse", "sparse_embedding"),
+                ("common", "common"),
+            ]
+        }
+    except ModuleNotFoundError as e:
+        raise SystemExit(f"importing the official TRM code failed ({e}); it needs torch, pydantic, einops") from e
+    for mod in mods.values():
+        if not Path(mod.__file__).resolve().is_relative_to(root):
+            raise SystemExit(f"`{mod.__name__}` was imported from {mod.__file__}, not from {root}")
+    return types.SimpleNamespace(root=root, **mods)
 
 
 def official_config(model_cfg, batch_size: int) -> dict:
@@ -49,7 +85,9 @@ def official_config(model_cfg, batch_size: int) -> dict:
         vocab_size=model_cfg.vocab_size,
         num_puzzle_identifiers=model_cfg.num_puzzle_identifiers,
         puzzle_emb_ndim=model_cfg.puzzle_emb_ndim,
-        puzzle_emb_len=model_cfg.puzzle_emb_len,
+        # the official code sizes the carry for puzzle_emb_len prefix positions even with no puzzle embedding
+        # (puzzle_emb_ndim 0), and then crashes: pass the prefix trm really uses (0 in that case)
+        puzzle_emb_len=model_cfg.prefix_len,
         H_cycles=model_cfg.T,
         L_cycles=model_cfg.n,
         H_layers=0,
@@ -68,24 +106,98 @@ def official_config(model_cfg, batch_size: int) -> dict:
     )
 
 
-def build_official(ns: types.SimpleNamespace, config: dict, loss_type: str = "stablemax_cross_entropy"):
-    model = ns.losses.ACTLossHead(ns.trm.TinyRecursiveReasoningModel_ACTV1(config), loss_type=loss_type)
-    inner = model.model.inner
-    carry_cls = ns.trm.TinyRecursiveReasoningModel_ACTV1InnerCarry
-    length = config["seq_len"] + inner.puzzle_emb_len
+def build_official(
+    config,
+    batch_size: int | None = None,
+    loss_type: str = "stablemax_cross_entropy",
+    *,
+    path: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    dtype: str = "float32",
+) -> torch.nn.Module:
+    """The official `ACTLossHead(TinyRecursiveReasoningModel_ACTV1(config))`, in `dtype` on `device`.
 
-    def empty_carry(batch_size: int):
-        shape = (batch_size, length, config["hidden_size"])
-        device = inner.H_init.device
-        return carry_cls(
-            z_H=torch.empty(shape, dtype=inner.forward_dtype, device=device),
-            z_L=torch.empty(shape, dtype=inner.forward_dtype, device=device),
+    `config` holds the official arch keys (hidden_size, num_heads, expansion, L_layers, H_cycles, L_cycles,
+    pos_encodings, mlp_t, puzzle_emb_ndim, puzzle_emb_len, halt_max_steps, halt_exploration_prob,
+    no_ACT_continue, vocab_size, seq_len, num_puzzle_identifiers, ...); `batch_size` sizes the sparse puzzle
+    embedding's training buffer (`local_weights`), so training batches must have exactly that many rows
+    (evaluation batches may have any size). Seed torch before calling to fix the initialisation.
+
+    Also accepts the older call `build_official(ns, config)` (ns from `load_official`, batch size in config).
+    """
+    if isinstance(config, types.SimpleNamespace):  # older call form: build_official(ns, config)
+        ns, config = config, batch_size
+        batch_size = None
+    else:
+        ns = load_official(path)
+    cfg = dict(config)
+    if batch_size is not None:
+        cfg["batch_size"] = batch_size
+    cfg["forward_dtype"] = dtype  # patch 2: float32 unless asked (official default: bfloat16)
+    cfg.setdefault("H_layers", 0)  # required by the official pydantic config, ignored by TRM
+    cfg.setdefault("causal", False)  # pretrain.py adds it; the pydantic config ignores it
+    with torch.device(device):  # patch 3: what pretrain.py does with "cuda"
+        model = ns.losses.ACTLossHead(ns.trm.TinyRecursiveReasoningModel_ACTV1(cfg), loss_type=loss_type)
+    act = model.model
+    initial_carry = act.initial_carry
+
+    def initial_carry_on_model_device(batch):  # patch 3: carries on the model's device, as under pretrain.py
+        with torch.device(act.inner.H_init.device):
+            return initial_carry(batch)
+
+    act.initial_carry = initial_carry_on_model_device  # ACTLossHead.initial_carry delegates to it
+    return model
+
+
+def official_state_dict(model: torch.nn.Module) -> dict:
+    """The state dict as the official pretrain.py saves it (torch.compile'd module: `_orig_mod.` keys)."""
+    return {COMPILE_PREFIX + k: v for k, v in model.state_dict().items()}
+
+
+def load_official_checkpoint(model: torch.nn.Module, checkpoint: str | os.PathLike) -> None:
+    """Load an official `step_N` file (with or without the `_orig_mod.` prefix) into `build_official`'s model."""
+    sd = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    sd = {k.removeprefix(COMPILE_PREFIX): v for k, v in sd.items()}
+    model.load_state_dict(sd)
+
+
+SUDOKU_MLP = dict(  # the official Sudoku-Extreme TRM-MLP run (README), float32
+    hidden_size=512, num_heads=8, expansion=4, L_layers=2, H_layers=0, H_cycles=3, L_cycles=6,
+    pos_encodings="none", mlp_t=True, puzzle_emb_ndim=512, puzzle_emb_len=16, halt_max_steps=16,
+    halt_exploration_prob=0.1, no_ACT_continue=True, rope_theta=10000.0, rms_norm_eps=1e-5,
+    vocab_size=11, seq_len=81, num_puzzle_identifiers=1,
+)  # fmt: skip
+
+
+def _smoke(batch_size: int = 32, steps: int = 3) -> None:
+    """Build the official Sudoku TRM-MLP and time training steps (one supervision step forward + backward)."""
+    torch.manual_seed(0)
+    model = build_official(SUDOKU_MLP, batch_size)
+    n = sum(p.numel() for p in model.parameters())
+    g = torch.Generator().manual_seed(0)
+    batch = dict(
+        inputs=torch.randint(1, 11, (batch_size, 81), generator=g, dtype=torch.int32),
+        labels=torch.randint(2, 11, (batch_size, 81), generator=g, dtype=torch.int32),
+        puzzle_identifiers=torch.zeros(batch_size, dtype=torch.int32),
+    )
+    model.train()
+    carry = model.initial_carry(batch)
+    for i in range(steps):
+        t = time.perf_counter()
+        carry, loss, metrics, _, _ = model(carry=carry, batch=batch, return_keys=[])
+        (loss / batch_size).backward()
+        dt = time.perf_counter() - t
+        grads = sum(p.grad is not None for p in model.parameters())
+        emb_grad = model.model.puzzle_emb.local_weights.grad
+        model.zero_grad(set_to_none=True)
+        model.model.puzzle_emb.local_weights.grad = None  # a buffer, not a parameter: zero_grad skips it
+        print(
+            f"step {i}: {dt:.3f} s (forward + backward), loss {loss.item():.3f}, params {n:,}, "
+            f"{grads} grads, puzzle-emb grad {tuple(emb_grad.shape) if emb_grad is not None else None}",
+            flush=True,
         )
 
-    def reset_carry(reset_flag, carry):
-        mask = reset_flag.view(-1, 1, 1)
-        return carry_cls(z_H=torch.where(mask, inner.H_init, carry.z_H), z_L=torch.where(mask, inner.L_init, carry.z_L))
 
-    inner.empty_carry = empty_carry
-    inner.reset_carry = reset_carry
-    return model
+if __name__ == "__main__":
+    # TRM_OFFICIAL_DIR=... python benchmarks/official.py [batch] : checks that the official model runs here
+    _smoke(int(sys.argv[1]) if len(sys.argv) > 1 else 32)
