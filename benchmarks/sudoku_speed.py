@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["sudoku-mlp", "sudoku-att"])
     parser.add_argument("--batches", nargs="+", type=int, default=[32, 128])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--official", help="official checkout (default: $TRM_OFFICIAL_DIR)")
     parser.add_argument("--infer-steps", type=int, help="time this many supervision steps, scale to N_sup")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -88,7 +89,7 @@ def main() -> None:
                 trm_workload(preset, batch, infer_steps=args.infer_steps),
                 official_workload(ns, preset, batch, args.infer_steps),
             ]
-            res = compare(workloads, repeats=args.repeats)
+            res = compare(workloads, repeats=args.repeats, warmup=args.warmup)
             t, o = res["trm"], res["official"]
             scale = build_train_config(preset).model.N_sup / (
                 args.infer_steps or build_train_config(preset).model.N_sup
