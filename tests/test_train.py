@@ -76,7 +76,9 @@ def test_small_run_learns(trained):
     evals = metrics_of(trained, "eval")
     assert len(evals) == 2
     assert evals[-1]["accuracy"] > 0.5  # per-token accuracy well above chance (1/4)
-    assert (trained / "checkpoints" / "last").is_file()
+    assert last["accuracy"] > first["accuracy"]
+    ckpt = trained / "checkpoints" / (trained / "checkpoints" / "last").read_text().strip()
+    assert json.loads((ckpt / "task.json").read_text()) == {"task": "sudoku", "size": 4}
 
 
 def test_eval_and_save_outputs(trained, data4, tmp_path, capsys):

@@ -151,19 +151,6 @@ def convert_official(checkpoint: Path, out: Path, config_path: Path | None = Non
     except ValueError as err:
         raise CheckpointError(f"{config_path}: cannot express this config in trm ({err})") from None
 
-    model = TRM(config)
-    expected = model.state_dict()
-    missing, unexpected = expected.keys() - weights.keys(), weights.keys() - expected.keys()
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{checkpoint}: weights do not match the config (missing {sorted(missing)[:3]}, "
-            f"unexpected {sorted(unexpected)[:3]})"
-        )
-    for key, tensor in weights.items():
-        if tensor.shape != expected[key].shape:
-            raise CheckpointError(
-                f"{checkpoint}: {key} has shape {tuple(tensor.shape)}, expected {tuple(expected[key].shape)}"
-            )
-    model.load_state_dict(weights)
+    model = TRM.from_state(config, weights, source=str(checkpoint))
     model.save_pretrained(out)
     return Path(out)

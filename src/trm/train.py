@@ -9,9 +9,11 @@ format), with `checkpoints/last` naming the newest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from trm.evaluate import evaluate
 from trm.models.trm import TRM
 from trm.optim import EMA, AdamATan2, SignSGDEmbedding, lr_at
 from trm.supervision import Carry, DeepSupervision
+from trm.tasks import TASK_FILE
 
 STATE_NAME = "train_state.pt"
 CONFIG_NAME = "config.json"
@@ -197,6 +200,9 @@ class Trainer:
                 self.model.save_pretrained(ckpt)
         else:
             self.model.save_pretrained(ckpt)
+        task_file = Path(self.cfg.data) / TASK_FILE  # lets `trm solve` parse and render this task
+        if task_file.is_file():
+            shutil.copyfile(task_file, ckpt / TASK_FILE)
         (self.run_dir / "checkpoints" / "last").write_text(ckpt.name + "\n")
         return ckpt
 
@@ -234,18 +240,7 @@ class Trainer:
             disable=not self.progress,
             unit="ex",
         )
-        if self.ema:
-            with self.ema.swapped(self.model):
-                res = evaluate(
-                    self.model,
-                    self.eval_ds,
-                    cfg.global_batch_size,
-                    halt=cfg.eval_halt,
-                    max_examples=cfg.eval_max_examples,
-                    loss_type=cfg.loss_type,
-                    progress=bar.update,
-                )
-        else:
+        with self.ema.swapped(self.model) if self.ema else contextlib.nullcontext():
             res = evaluate(
                 self.model,
                 self.eval_ds,

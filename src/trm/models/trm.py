@@ -137,17 +137,16 @@ class TRM(nn.Module):
         """Trainable parameters (the puzzle-embedding table is a buffer and is excluded, like the official count)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> None:
+    def save_pretrained(self, directory: str | Path) -> None:
         """Write `config.json` and `model.safetensors` (weights + fixed init states + puzzle table)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        meta = {"config": self.config.model_dump(), **(extra or {})}
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         tmp = directory / (WEIGHTS_NAME + ".tmp")
         save_file(tensors, tmp, metadata={"format": "pt"})
         tmp.replace(directory / WEIGHTS_NAME)
         tmp = directory / (CONFIG_NAME + ".tmp")
-        tmp.write_text(json.dumps(meta["config"], indent=2) + "\n")
+        tmp.write_text(json.dumps(self.config.model_dump(), indent=2) + "\n")
         tmp.replace(directory / CONFIG_NAME)
 
     @classmethod
@@ -164,19 +163,24 @@ class TRM(nn.Module):
             tensors = load_file(directory / WEIGHTS_NAME, device=str(map_location))
         except Exception as err:  # safetensors raises several types for a corrupt file
             raise CheckpointError(f"{directory / WEIGHTS_NAME}: corrupt weights file ({err})") from None
+        return cls.from_state(config, tensors, source=str(directory)).to(map_location)
+
+    @classmethod
+    def from_state(cls, config: ModelConfig, tensors: dict[str, torch.Tensor], source: str) -> TRM:
+        """Build a model from weights, with one CheckpointError line (naming `source`) if they do not fit."""
         model = cls(config)
         expected = model.state_dict()
         missing, unexpected = expected.keys() - tensors.keys(), tensors.keys() - expected.keys()
         if missing or unexpected:
             raise CheckpointError(
-                f"{directory}: weights do not match config.json (missing {sorted(missing)[:3]}, "
+                f"{source}: weights do not match the config (missing {sorted(missing)[:3]}, "
                 f"unexpected {sorted(unexpected)[:3]})"
             )
         bad = [k for k, v in expected.items() if v.shape != tensors[k].shape]
         if bad:
             raise CheckpointError(
-                f"{directory}: weight {bad[0]} has shape {tuple(tensors[bad[0]].shape)}, "
-                f"config.json implies {tuple(expected[bad[0]].shape)}"
+                f"{source}: weight {bad[0]} has shape {tuple(tensors[bad[0]].shape)}, "
+                f"the config implies {tuple(expected[bad[0]].shape)}"
             )
         model.load_state_dict(tensors)
-        return model.to(map_location)
+        return model
