@@ -26,10 +26,13 @@ from trm.config import build_train_config  # noqa: E402
 from trm.optim import AdamATan2  # noqa: E402
 
 
-def official_workload(ns, preset: str, batch_size: int, infer_steps: int | None = None) -> Workload:
+def official_workload(
+    ns, preset: str, batch_size: int, infer_steps: int | None = None, compile_model: bool = False
+) -> Workload:
     cfg = build_train_config(preset)
     torch.manual_seed(0)
     model = build_official(ns, official_config(cfg.model, batch_size))
+    runner = torch.compile(model) if compile_model else model  # as pretrain.py does
     opt = AdamATan2(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sparse = ns.sparse.CastedSparseEmbeddingSignSGD_Distributed(
         model.model.puzzle_emb.buffers(),
@@ -44,7 +47,7 @@ def official_workload(ns, preset: str, batch_size: int, infer_steps: int | None 
         model.train()
         if "carry" not in state:
             state["carry"] = model.initial_carry(batch)
-        state["carry"], loss, _, _, _ = model(carry=state["carry"], batch=batch, return_keys=[])
+        state["carry"], loss, _, _, _ = runner(carry=state["carry"], batch=batch, return_keys=[])
         (loss / batch_size).backward()
         opt.step()
         sparse.step()
@@ -56,7 +59,7 @@ def official_workload(ns, preset: str, batch_size: int, infer_steps: int | None 
         with torch.inference_mode():
             carry = model.initial_carry(batch)
             for _ in range(infer_steps or cfg.model.N_sup):
-                carry, _, _, _, done = model(carry=carry, batch=batch, return_keys=[])
+                carry, _, _, _, done = runner(carry=carry, batch=batch, return_keys=[])
             assert infer_steps or done
 
     return Workload("official", train_step, infer)
@@ -70,6 +73,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--official", help="official checkout (default: $TRM_OFFICIAL_DIR)")
     parser.add_argument("--infer-steps", type=int, help="time this many supervision steps, scale to N_sup")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both sides (the official default)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     ns = load_official(args.official)
@@ -86,8 +90,8 @@ def main() -> None:
     for preset in args.presets:
         for batch in args.batches:
             workloads = [
-                trm_workload(preset, batch, infer_steps=args.infer_steps),
-                official_workload(ns, preset, batch, args.infer_steps),
+                trm_workload(preset, batch, [f"compile={args.compile}"], infer_steps=args.infer_steps),
+                official_workload(ns, preset, batch, args.infer_steps, compile_model=args.compile),
             ]
             res = compare(workloads, repeats=args.repeats, warmup=args.warmup)
             t, o = res["trm"], res["official"]
