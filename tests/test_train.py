@@ -150,3 +150,29 @@ def test_corrupt_training_state_is_reported(data4, tmp_path, capsys):
     (run / "train_state.pt").write_bytes(b"not a torch file")
     assert main(["train", "--resume", str(run)]) == 2
     assert "corrupt training state" in capsys.readouterr().err
+
+
+def test_builder_rejects_puzzles_without_a_unique_solution(tmp_path, capsys):
+    listing = tmp_path / "puzzles.txt"
+    listing.write_text("# two puzzles\n1234341221434321\n" + "." * 16 + "\n")
+    assert main(["data", "sudoku", "--out", str(tmp_path / "d"), "--puzzles", str(listing)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert last.startswith("trm: error:") and "puzzle 2" in last and "2 or more solutions" in last
+    assert not (tmp_path / "d" / "train" / "dataset.json").exists()  # nothing half-written
+
+
+def test_checkpoint_that_does_not_fit_the_data(data4):
+    from trm.config import ModelConfig
+    from trm.data import load_split
+    from trm.errors import CheckpointError
+    from trm.evaluate import check_fits
+    from trm.models.trm import TRM
+
+    ds = load_split(data4, "test")
+    small = TRM(ModelConfig(seq_len=16, hidden_size=32, num_heads=2, puzzle_emb_ndim=32, puzzle_emb_len=1))
+    check_fits(small, ds)
+    ds.metadata.num_puzzle_identifiers = 5  # as if the data set had more puzzles than the checkpoint has rows
+    with pytest.raises(CheckpointError, match="1 puzzle-embedding rows but the data set uses 5"):
+        check_fits(small, ds)
+    with pytest.raises(CheckpointError, match="seq_len 81 but the data set has 16"):
+        check_fits(TRM(ModelConfig(seq_len=81, hidden_size=32, num_heads=2, puzzle_emb_ndim=0)), ds)
