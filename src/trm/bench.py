@@ -47,7 +47,7 @@ def trm_workload(preset: str, batch_size: int, overrides: list[str] = (), infer_
     model = TRM(cfg.model)
     sup = DeepSupervision(model, cfg.loss_type).train()
     if cfg.compile:
-        model.net.compile()  # as the trainer does
+        sup.compile()  # as the trainer does
     opt = AdamATan2(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sparse = (
         SignSGDEmbedding(model.puzzle_emb, cfg.puzzle_emb_lr, cfg.puzzle_emb_weight_decay) if model.puzzle_emb else None

@@ -114,7 +114,7 @@ class TrainConfig(BaseModel):
 
     seed: int = 0
     device: str = "auto"
-    compile: bool = False  # torch.compile the reasoning network: about 1.4x faster steps on CPU after ~20 s
+    compile: bool = False  # torch.compile the supervision step (official default on GPU): ~1.3x on CPU
     log_every: int = Field(10, gt=0)
     tensorboard: bool = False
     wandb: bool = False

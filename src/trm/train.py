@@ -127,9 +127,9 @@ class Trainer:
             tqdm.write(f"note: global_batch_size {cfg.global_batch_size} > {self.train_ds.num_examples} examples")
         self.model_cfg = fit_model_config(cfg.model, self.train_ds)
         self.model = TRM(self.model_cfg).to(self.device)
-        if cfg.compile:
-            self.model.net.compile()  # in place: parameter names (checkpoints, EMA) stay the same
         self.sup = DeepSupervision(self.model, cfg.loss_type)
+        if cfg.compile:
+            self.sup.compile()  # in place, as the official code compiles its loss head: names stay the same
         self.opt = AdamATan2(
             self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay
         )
