@@ -31,6 +31,20 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--test-subsample", type=int, help="keep N random test puzzles")
     s.add_argument("--seed", type=int, default=0)
 
+    m = tasks.add_parser("maze", help="mazes: from Maze-Hard CSV, or generated")
+    m.add_argument("--out", required=True, type=Path, help="output directory")
+    msrc = m.add_mutually_exclusive_group(required=True)
+    msrc.add_argument("--csv", type=Path, help="CSV in the Maze-Hard format (source,question,answer,rating)")
+    msrc.add_argument("--hf", action="store_true", help="download sapientinc/maze-30x30-hard-1k (needs network)")
+    msrc.add_argument("--generate", type=int, metavar="N", help="generate N mazes")
+    m.add_argument("--size", type=int, default=30, help="maze side for --generate")
+    m.add_argument("--min-path", type=int, default=0, help="minimum shortest-path length in moves (Maze-Hard: 110)")
+    m.add_argument("--aug", action="store_true", help="add the 8 dihedral transforms of each training maze")
+    m.add_argument("--test-csv", type=Path, help="separate test source (Maze-Hard CSV)")
+    m.add_argument("--test-generate", type=int, metavar="N", help="generate N test mazes (default: 10%% held out)")
+    m.add_argument("--subsample", type=int, help="keep N random training mazes (CSV sources)")
+    m.add_argument("--seed", type=int, default=0)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

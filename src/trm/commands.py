@@ -58,6 +58,8 @@ def _sudoku_source(args: argparse.Namespace, rng: np.random.Generator) -> list[t
 
 
 def data(args: argparse.Namespace) -> int:
+    if args.task == "maze":
+        return _data_maze(args)
     from trm.tasks import sudoku
 
     rng = np.random.default_rng(args.seed)
@@ -86,6 +88,33 @@ def data(args: argparse.Namespace) -> int:
     if not train:
         raise ConfigError("no training puzzles left after filtering")
     summary = sudoku.build_dataset(args.out, train, test, aug=args.aug, seed=args.seed)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _data_maze(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from trm.tasks import maze
+
+    rng = np.random.default_rng(args.seed)
+
+    def made(n: int, what: str) -> list:
+        with tqdm(total=n, desc=f"generating {what} {args.size}x{args.size}", unit="maze") as bar:
+            return maze.generate(n, args.size, rng, min_path=args.min_path, progress=bar.update)
+
+    if args.csv or args.hf:
+        train = maze.read_csv(args.csv or maze.download_maze_hard("train"), subsample=args.subsample, rng=rng)
+    else:
+        train = made(args.generate, "train")
+    if args.test_csv or (args.hf and not args.test_generate):
+        test = maze.read_csv(args.test_csv or maze.download_maze_hard("test"))
+    elif args.test_generate:
+        test = made(args.test_generate, "test")
+    else:
+        n_test = max(1, len(train) // 10)
+        test, train = train[:n_test], train[n_test:]
+    summary = maze.build_dataset(args.out, train, test, aug=args.aug)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -156,14 +185,13 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
     return 0
 
 
-def _read_puzzle_arg(text: str) -> list[str]:
+def _read_puzzle_arg(text: str, task) -> list[str]:
+    """A puzzle given inline, or a file of them, or `-` for stdin; the task knows how its files split."""
     if text == "-":
-        lines = sys.stdin.read().splitlines()
-    elif Path(text).is_file():
-        lines = Path(text).read_text().splitlines()
-    else:
-        return [text]
-    return [ln.split()[0] for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+        return task.split(sys.stdin.read())
+    if Path(text).is_file():
+        return task.split(Path(text).read_text())
+    return [text]
 
 
 def solve(args: argparse.Namespace) -> int:
@@ -174,7 +202,7 @@ def solve(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model, ckpt = load_checkpoint(args.checkpoint, device)
     task = task_for(ckpt, model.config)
-    puzzles = _read_puzzle_arg(args.puzzle)
+    puzzles = _read_puzzle_arg(args.puzzle, task)
     if not puzzles:
         raise TRMError("no puzzles given")
     for i, sol in enumerate(solve_puzzles(model, task, puzzles, steps=args.steps, halt=args.halt, trace=args.trace)):

@@ -4,11 +4,13 @@ the task of a checkpoint from the `task.json` its data set wrote (copied into th
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from trm.config import ModelConfig
 from trm.errors import CheckpointError
 from trm.tasks.base import Task
+from trm.tasks.maze import MazeTask
 from trm.tasks.sudoku import SudokuTask
 
 TASK_FILE = "task.json"
@@ -17,6 +19,8 @@ TASK_FILE = "task.json"
 def task_from_info(info: dict) -> Task:
     if info.get("task") == "sudoku":
         return SudokuTask(int(info["size"]))
+    if info.get("task") == "maze":
+        return MazeTask(int(info["size"]))
     raise CheckpointError(f"unknown task {info.get('task')!r} in {TASK_FILE}")
 
 
@@ -27,4 +31,7 @@ def task_for(checkpoint_dir: Path, config: ModelConfig) -> Task:
     for size in (4, 6, 9):  # checkpoints converted from the official code carry no task file
         if config.seq_len == size * size:
             return SudokuTask(size)
+    side = math.isqrt(config.seq_len)  # vocabulary 6 tells a maze from ARC at seq_len 900
+    if config.vocab_size == 6 and side * side == config.seq_len:
+        return MazeTask(side)
     raise CheckpointError(f"{checkpoint_dir}: no {TASK_FILE}, and seq_len {config.seq_len} is no known task")

@@ -10,6 +10,9 @@ import numpy as np
 class Task(Protocol):
     name: str
 
+    def split(self, text: str) -> list[str]:
+        """The puzzles in a file or stdin, as texts for `parse`."""
+
     def parse(self, text: str) -> np.ndarray:
         """A puzzle from user text; raises a TRMError subclass with one clear line."""
 

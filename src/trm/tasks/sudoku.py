@@ -616,6 +616,10 @@ class SudokuTask:
         box_shape(size)
         self.size = size
 
+    def split(self, text: str) -> list[str]:
+        """One puzzle per line (first word); `#` comments and blank lines skipped."""
+        return [ln.split()[0] for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
     def parse(self, text: str) -> np.ndarray:
         return parse_puzzle(text, self.size)
 
