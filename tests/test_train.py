@@ -176,3 +176,20 @@ def test_checkpoint_that_does_not_fit_the_data(data4):
         check_fits(small, ds)
     with pytest.raises(CheckpointError, match="seq_len 81 but the data set has 16"):
         check_fits(TRM(ModelConfig(seq_len=81, hidden_size=32, num_heads=2, puzzle_emb_ndim=0)), ds)
+
+
+def test_maze_data_cli_builds_an_augmented_data_set(tmp_path):
+    from trm.data import load_split
+    from trm.tasks import task_from_info
+    from trm.tasks.maze import is_valid_shortest_path
+
+    out = tmp_path / "maze7"
+    assert main(["data", "maze", "--out", str(out), "--generate", "20", "--size", "7", "--min-path", "4", "--aug"]) == 0
+    info = json.loads((out / "task.json").read_text())
+    assert info == {"task": "maze", "size": 7}
+    train = load_split(out, "train")
+    assert train.num_groups == 18 and train.num_examples > 18  # dihedral copies joined each group
+    task = task_from_info(info)
+    for k in range(train.num_examples):
+        question, answer = task.decode(train.inputs[k]), task.decode(train.labels[k])
+        assert is_valid_shortest_path(answer, question)
