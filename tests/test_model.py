@@ -43,6 +43,7 @@ def batch(b: int = 3, seq_len: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
         ("sudoku-att", [], 6_828_034),
         ("arc-att", [], 6_829_058),
         ("arc-att", ["vocab_size=6"], 6_822_914),
+        ("maze-hard", [], 6_822_914),
     ],
 )
 def test_paper_parameter_counts(preset, overrides, expected):
