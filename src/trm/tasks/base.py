@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from trm.errors import TRMError
 
 
 class Task(Protocol):
@@ -29,3 +32,24 @@ class Task(Protocol):
 
     def render(self, grid: np.ndarray, puzzle: np.ndarray | None = None) -> str:
         """Several lines, for a terminal."""
+
+
+def download_hf_csv(repo_id: str, split: str, error: type[TRMError], cache_dir: Path | None = None) -> Path:
+    """`<split>.csv` of a Hugging Face data set (hub-cached); a missing hub package or no network is one
+    `error` line. The tasks' public data sets (Sudoku-Extreme, Maze-Hard) are all in this CSV form."""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise error(f"downloading {repo_id} needs huggingface_hub: pip install 'trm[hf]'") from None
+    try:
+        return Path(
+            hf_hub_download(
+                repo_id=repo_id,
+                filename=f"{split}.csv",
+                repo_type="dataset",
+                cache_dir=None if cache_dir is None else str(cache_dir),
+            )
+        )
+    except Exception as err:  # offline, auth and hub errors all mean the same to the user
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise error(f"cannot download {repo_id} {split}.csv (offline?): {first}") from None

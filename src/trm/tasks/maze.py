@@ -24,6 +24,7 @@ import numpy as np
 
 from trm.data import DatasetWriter, write_identifiers
 from trm.errors import TRMError
+from trm.tasks.base import download_hf_csv
 
 CHARSET = "# SGo"
 PAD, WALL, OPEN, START, GOAL, PATH = 0, 1, 2, 3, 4, 5
@@ -515,22 +516,7 @@ def read_csv(
 
 def download_maze_hard(split: str, cache_dir: Path | None = None) -> Path:
     """`train.csv` or `test.csv` of the Hugging Face data set sapientinc/maze-30x30-hard-1k (hub-cached)."""
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:
-        raise MazeError("downloading Maze-Hard needs huggingface_hub: pip install 'trm[hf]'") from None
-    try:
-        return Path(
-            hf_hub_download(
-                repo_id=HF_REPO,
-                filename=f"{split}.csv",
-                repo_type="dataset",
-                cache_dir=None if cache_dir is None else str(cache_dir),
-            )
-        )
-    except Exception as err:  # offline, auth and hub errors all mean the same to the user
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise MazeError(f"cannot download {HF_REPO} {split}.csv (offline?): {first}") from None
+    return download_hf_csv(HF_REPO, split, MazeError, cache_dir)
 
 
 # -- data sets -----------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import numpy as np
 
 from trm.data import DatasetWriter, write_identifiers
 from trm.errors import TRMError
+from trm.tasks.base import download_hf_csv
 
 VOCAB_SIZE = 11  # PAD + blank + 9 digits: the 9x9 vocabulary, shared by every size
 BOX_SHAPES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}  # size -> (box rows, box columns)
@@ -509,27 +510,17 @@ def read_puzzle_list(path: Path) -> list[str]:
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
         raise SudokuError(f"{path}: cannot read ({reason})") from None
+    return split_puzzles(lines)
+
+
+def split_puzzles(lines: Sequence[str]) -> list[str]:
+    """The first word of every line that is neither blank nor a `#` comment."""
     return [ln.split()[0] for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
 
 
 def download_sudoku_extreme(split: str, cache_dir: Path | None = None) -> Path:
     """`train.csv` or `test.csv` of the Hugging Face data set sapientinc/sudoku-extreme (hub-cached)."""
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:
-        raise SudokuError("downloading Sudoku-Extreme needs huggingface_hub: pip install 'trm[hf]'") from None
-    try:
-        return Path(
-            hf_hub_download(
-                repo_id="sapientinc/sudoku-extreme",
-                filename=f"{split}.csv",
-                repo_type="dataset",
-                cache_dir=None if cache_dir is None else str(cache_dir),
-            )
-        )
-    except Exception as err:  # offline, auth and hub errors all mean the same to the user
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise SudokuError(f"cannot download sapientinc/sudoku-extreme {split}.csv (offline?): {first}") from None
+    return download_hf_csv("sapientinc/sudoku-extreme", split, SudokuError, cache_dir)
 
 
 # -- data sets -----------------------------------------------------------------------------------------------
@@ -618,7 +609,7 @@ class SudokuTask:
 
     def split(self, text: str) -> list[str]:
         """One puzzle per line (first word); `#` comments and blank lines skipped."""
-        return [ln.split()[0] for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        return split_puzzles(text.splitlines())
 
     def parse(self, text: str) -> np.ndarray:
         return parse_puzzle(text, self.size)
