@@ -228,7 +228,7 @@ class Trainer:
             self.sparse.zero_grad()
         if self.ema:
             self.ema.update(self.model)
-        metrics["lr"] = torch.tensor(cfg.lr * lr_scale)
+        metrics["lr"] = torch.tensor(cfg.lr * lr_scale, device=self.device)
         return metrics
 
     def run_eval(self) -> dict[str, float]:
@@ -258,7 +258,7 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         cfg = self.cfg
         logger = MetricsLogger(self.run_dir, cfg)
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}  # on the device: no host sync per step, only per log line
         window = 0
         last_eval: dict[str, float] = {}
         bar = tqdm(total=self.total_steps, initial=self.step, desc="train", disable=not self.progress, unit="step")
@@ -269,11 +269,12 @@ class Trainer:
             while self.step < self.total_steps:
                 metrics = self.train_step(next(batches))
                 for k, v in metrics.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
+                    v = v.detach().double()
+                    sums[k] = sums[k] + v if k in sums else v
                 window += 1
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
-                    logged = train_log_metrics(sums, cfg.global_batch_size, window)
+                    logged = train_log_metrics({k: float(v) for k, v in sums.items()}, cfg.global_batch_size, window)
                     logged["epoch"] = self.sampler.epoch
                     logged["steps_per_s"] = (self.step - start_step) / (time.perf_counter() - start)
                     logger.log("train", self.step, logged)
