@@ -269,7 +269,7 @@ class Trainer:
             while self.step < self.total_steps:
                 metrics = self.train_step(next(batches))
                 for k, v in metrics.items():
-                    v = v.detach().double()
+                    v = v.detach().float()  # float64 is missing on MPS
                     sums[k] = sums[k] + v if k in sums else v
                 window += 1
                 bar.update(1)
