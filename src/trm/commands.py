@@ -155,6 +155,8 @@ def load_checkpoint(path: Path, device: torch.device):
 
 
 def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
+    from tqdm import tqdm
+
     from trm.data import load_split
     from trm.evaluate import check_fits, evaluate
     from trm.train import pick_device
@@ -163,7 +165,6 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
     model, _ = load_checkpoint(args.checkpoint, device)
     ds = load_split(args.data, args.split)
     check_fits(model, ds)  # before the progress bar, so a mismatch is one clean line
-    from tqdm import tqdm
 
     total = min(ds.num_examples, args.max_examples or ds.num_examples)
     with tqdm(total=total, desc="eval", unit="ex", file=sys.stderr) as bar:
