@@ -16,6 +16,7 @@ import pytest
 
 from trm.data import load_split, read_identifiers
 from trm.tasks import maze
+from trm.tasks.grids import DIHEDRAL_INVERSE
 
 # Two shortest paths of 4 moves from S to G (around the wall at row 2, column 2), and longer ones below.
 TWO_WAYS = ["S  ##", " # ##", "  G##", "   ##", "#####"]
@@ -186,7 +187,7 @@ def test_dihedral_transforms_are_distinct_invertible_and_official():
     assert len({o.tobytes() for o in outs}) == 8
     for t in range(8):
         assert np.array_equal(outs[t], explicit[t])
-        assert np.array_equal(maze.dihedral(outs[t], maze.DIHEDRAL_INVERSE[t]), g)
+        assert np.array_equal(maze.dihedral(outs[t], DIHEDRAL_INVERSE[t]), g)
         assert np.array_equal(maze.dihedral(g.reshape(-1), t), explicit[t].reshape(-1))  # flat stays flat
     with pytest.raises(maze.MazeError, match="outside 0..7"):
         maze.dihedral(g, 8)

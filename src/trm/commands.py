@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -60,6 +61,8 @@ def _sudoku_source(args: argparse.Namespace, rng: np.random.Generator) -> list[t
 def data(args: argparse.Namespace) -> int:
     if args.task == "maze":
         return _data_maze(args)
+    if args.task == "arc":
+        return _data_arc(args)
     from trm.tasks import sudoku
 
     rng = np.random.default_rng(args.seed)
@@ -116,6 +119,42 @@ def _data_maze(args: argparse.Namespace) -> int:
         test, train = train[:n_test], train[n_test:]
     summary = maze.build_dataset(args.out, train, test, aug=args.aug)
     print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _progress(description: str, total: int):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=description, unit="task" if description == "augmenting" else "group")
+
+    def tick(n: int) -> None:
+        bar.update(n)
+        if bar.n >= bar.total:
+            bar.close()
+
+    return tick
+
+
+def _data_arc(args: argparse.Namespace) -> int:
+    import time
+
+    from trm.tasks import arc
+
+    subsets = args.subsets or arc.default_subsets(args.source)
+    test_set = args.test_set or next((s for s in ("evaluation2", "evaluation") if s in subsets), "none")
+    if test_set == "none":
+        test_set = None
+    elif test_set not in subsets:
+        raise ConfigError(f"--test-set {test_set} is not among the subsets {' '.join(subsets)}")
+    start = time.perf_counter()
+    tasks = {subset: arc.load_subset(args.source, subset) for subset in subsets}
+    summary = arc.build_dataset(
+        args.out, tasks, test_set, aug=args.aug, seed=args.seed, translate=not args.no_translate, progress=_progress
+    )
+    info = dataclasses.asdict(summary)
+    info["seconds"] = round(time.perf_counter() - start, 1)
+    info["disk_bytes"] = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file())
+    print(json.dumps(info, indent=2))
     return 0
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from trm.data import DatasetWriter, write_identifiers
 from trm.errors import TRMError
+from trm.tasks import grids
 from trm.tasks.base import download_hf_csv
 
 CHARSET = "# SGo"
@@ -32,7 +33,6 @@ VOCAB_SIZE = 6  # PAD + the five characters
 OPEN_ALIAS = "."  # accepted for ' ' by `parse_maze`, and written by `MazeTask.format` (one shell-safe token)
 HF_REPO = "sapientinc/maze-30x30-hard-1k"
 HARD_SIZE, HARD_MIN_PATH = 30, 110
-DIHEDRAL_INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)  # t -> the transform that undoes it
 
 _CODE = np.zeros(256, dtype=np.uint8)  # byte -> code, 0 = not a maze character
 for _k, _ch in enumerate(CHARSET):
@@ -322,29 +322,16 @@ def score(preds: Sequence[np.ndarray], questions: Sequence[np.ndarray], answers:
 
 # -- generation and augmentation ----------------------------------------------------------------------------
 def dihedral(grid: np.ndarray, t: int) -> np.ndarray:
-    """The official dihedral transform t of a square grid (flat grids stay flat): 0 identity, 1 rot90
-    (np.rot90), 2 rot180, 3 rot270, 4 fliplr, 5 flipud, 6 transpose, 7 anti-transpose. Shortest paths map
-    to shortest paths, so a labelled maze stays labelled. `DIHEDRAL_INVERSE[t]` undoes t."""
+    """The official dihedral transform t (see `trm.tasks.grids.dihedral`) of a square maze; flat grids stay
+    flat. Shortest paths map to shortest paths, so a labelled maze stays labelled."""
     arr = np.asarray(grid)
     flat = arr.ndim == 1
     if flat:
         size = size_from_length(len(arr))
         arr = arr.reshape(size, size)
-    if t == 0:
-        out = arr
-    elif t in (1, 2, 3):
-        out = np.rot90(arr, k=t)
-    elif t == 4:
-        out = np.fliplr(arr)
-    elif t == 5:
-        out = np.flipud(arr)
-    elif t == 6:
-        out = arr.T
-    elif t == 7:
-        out = np.fliplr(np.rot90(arr, k=1))
-    else:
+    if t not in range(8):
         raise MazeError(f"dihedral transform {t} outside 0..7")
-    out = np.ascontiguousarray(out)
+    out = grids.dihedral(arr, t)
     return out.reshape(-1) if flat else out
 
 
