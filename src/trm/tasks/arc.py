@@ -338,18 +338,22 @@ def _test_pairs(task: ArcTask) -> list[tuple[Grid, Grid]]:
     return [(x, y if y is not None else np.zeros((1, 1), dtype=np.uint8)) for x, y in task.test]
 
 
-def _overlap(tasks: dict[str, list[ArcTask]], test_set: str) -> list[str]:
-    """Names of test-set tasks that also appear (by id or by content) in another subset."""
+def _overlap(tasks: dict[str, list[ArcTask]], test_set: str) -> tuple[list[str], list[str]]:
+    """Test-set tasks whose id appears in another subset (a leak: ARC-AGI-2 training holds 376 ARC-AGI-1
+    evaluation tasks), and other tasks whose demonstrations equal a test-set task's (ARC-AGI-1 itself has
+    one such pair, 40853293 / 070dd51e, which the official recipe keeps)."""
     test = {t.name: _content_key(t.train) for t in tasks.get(test_set, [])}
     contents = set(test.values())
-    clash = set()
+    same_id, same_content = set(), set()
     for subset, items in tasks.items():
         if subset == test_set:
             continue
         for t in items:
-            if t.name in test or _content_key(t.train) in contents:
-                clash.add(t.name)
-    return sorted(clash)
+            if t.name in test:
+                same_id.add(t.name)
+            elif _content_key(t.train) in contents:
+                same_content.add(t.name)
+    return sorted(same_id), sorted(same_content)
 
 
 def plan_groups(
@@ -429,6 +433,7 @@ class BuildSummary:
     splits: dict[str, dict[str, float]]
     num_puzzle_identifiers: int
     short_groups: int  # groups that got fewer than `aug` augmentations (too few distinct variants)
+    same_demos_as_test: list[str]  # training tasks whose demonstrations equal a test task's (kept, as official)
 
 
 def build_dataset(
@@ -445,7 +450,8 @@ def build_dataset(
     `progress(description, total)` may return a per-item callback for progress bars."""
     if test_set is not None and test_set not in tasks:
         raise ArcError(f"the test set {test_set!r} is not among the subsets {', '.join(tasks)}")
-    if test_set is not None and (clash := _overlap(tasks, test_set)):
+    clash, duplicates = _overlap(tasks, test_set) if test_set is not None else ([], [])
+    if clash:
         raise ArcError(
             f"{len(clash)} tasks of the test set {test_set!r} also appear in the training subsets "
             f"(e.g. {clash[0]}): ARC-AGI-2 training contains ARC-AGI-1 evaluation tasks, so never combine them"
@@ -483,7 +489,7 @@ def build_dataset(
     _write_json(out_dir / "test_puzzles.json", test_puzzles)
     _write_json(out_dir / "task.json", {"task": "arc"})
     short = sum(1 for g in train if len(g.augs) < aug + 1)
-    return BuildSummary(list(tasks), test_set, aug, seed, splits, len(names), short)
+    return BuildSummary(list(tasks), test_set, aug, seed, splits, len(names), short, duplicates)
 
 
 def _write_json(path: Path, obj: object) -> None:
