@@ -99,6 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-examples", type=int)
     e.add_argument("--save-outputs", type=Path, metavar="FILE.npz")
     e.add_argument("--device", default="auto")
+    arc_opts = e.add_argument_group("ARC data (voting over augmentations)")
+    arc_opts.add_argument("--submission", type=Path, metavar="FILE", help="write the Kaggle submission.json")
+    arc_opts.add_argument("--attempts", type=int, default=2, help="attempts per test input (official: 2)")
+    arc_opts.add_argument(
+        "--all-or-nothing", action="store_true", help="a task counts only if all its test inputs are right"
+    )
+    arc_opts.add_argument(
+        "--ensemble", type=Path, nargs="+", default=[], metavar="CKPT", help="also vote with these checkpoints"
+    )
+    e.add_argument("--show", type=int, default=0, metavar="N", help="render N test examples with their predictions")
+    e.add_argument("--show-dir", type=Path, help="also save the --show renderings as PNG files here")
 
     s = sub.add_parser("solve", help="solve puzzles with a checkpoint")
     s.add_argument("checkpoint", type=Path)

@@ -193,36 +193,89 @@ def load_checkpoint(path: Path, device: torch.device):
     return TRM.from_pretrained(path, map_location=device).eval(), path
 
 
+def _distributed(device_name: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device): under torchrun, join the process group (NCCL on GPUs, gloo on CPU)."""
+    import os
+
+    from trm.train import pick_device
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = pick_device(device_name)
+    if world == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return torch.distributed.get_rank(), world, device
+
+
 def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
     from tqdm import tqdm
 
     from trm.data import load_split
     from trm.evaluate import check_fits, evaluate
-    from trm.train import pick_device
+    from trm.tasks.arc_eval import VoteCollector, write_submission
 
-    device = pick_device(args.device)
-    model, _ = load_checkpoint(args.checkpoint, device)
-    ds = load_split(args.data, args.split)
-    check_fits(model, ds)  # before the progress bar, so a mismatch is one clean line
+    rank, world, device = _distributed(args.device)
+    try:
+        checkpoints = [args.checkpoint, *args.ensemble]
+        for path in checkpoints:  # a typo in a path fails before any work
+            if not Path(path).exists():
+                raise CheckpointError(f"{path}: no such checkpoint")
+        ds = load_split(args.data, args.split)
+        collector = VoteCollector.for_data(args.data) if args.split == "test" else None
+        if collector is None and (args.submission or args.ensemble):
+            raise ConfigError("--submission and --ensemble need an ARC data set (with test_puzzles.json)")
+        total = min(ds.num_examples, args.max_examples or ds.num_examples)
+        shown: list = []
+        for path in checkpoints:
+            model, ckpt = load_checkpoint(path, device)
+            check_fits(model, ds)  # before the progress bar, so a mismatch is one clean line
+            with tqdm(total=total, desc=f"eval {ckpt.name}", unit="ex", file=sys.stderr, disable=rank != 0) as bar:
+                res = evaluate(
+                    model,
+                    ds,
+                    args.batch_size,
+                    steps=args.steps,
+                    halt=args.halt,
+                    max_examples=args.max_examples,
+                    save_outputs=args.save_outputs is not None or (args.show > 0 and not shown),
+                    progress=lambda n: bar.update(n * world),
+                    on_batch=collector,
+                    rank=rank,
+                    world_size=world,
+                )
+            if rank == 0 and len(checkpoints) > 1:
+                print(f"# {ckpt}")
+            if rank == 0:
+                for key, value in res.metrics.items():
+                    print(f"{key:16s} {value:.6g}")
+            if not shown and args.show > 0 and rank == 0:
+                shown = [res, model, ckpt]
+        score = collector.result(attempts=args.attempts, all_or_nothing=args.all_or_nothing) if collector else None
+        if rank != 0:
+            return 0
+        if score is not None:
+            what = "all-or-nothing" if args.all_or_nothing else "fractional credit per test input"
+            print(f"ARC voting over {len(checkpoints)} checkpoint(s), {score.tasks} tasks, {what}:")
+            for key, value in score.metrics().items():
+                print(f"{key:16s} {value:.6g}")
+            if args.submission:
+                write_submission(args.submission, score.submission)
+                print(f"submission written to {args.submission}")
+        if args.save_outputs:
+            np.savez_compressed(args.save_outputs, **res.outputs)
+            print(f"outputs written to {args.save_outputs}")
+        if shown:
+            from trm.render import show_examples
 
-    total = min(ds.num_examples, args.max_examples or ds.num_examples)
-    with tqdm(total=total, desc="eval", unit="ex", file=sys.stderr) as bar:
-        res = evaluate(
-            model,
-            ds,
-            args.batch_size,
-            steps=args.steps,
-            halt=args.halt,
-            max_examples=args.max_examples,
-            save_outputs=args.save_outputs is not None,
-            progress=bar.update,
-        )
-    for key, value in res.metrics.items():
-        print(f"{key:16s} {value:.6g}")
-    if args.save_outputs:
-        np.savez_compressed(args.save_outputs, **res.outputs)
-        print(f"outputs written to {args.save_outputs}")
-    return 0
+            res, model, ckpt = shown
+            print(show_examples(ckpt, model, ds, res.outputs["preds"], args.show, args.show_dir))
+        return 0
+    finally:
+        if world > 1:
+            torch.distributed.destroy_process_group()
 
 
 def _read_puzzle_arg(text: str, task) -> list[str]:

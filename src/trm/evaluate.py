@@ -11,7 +11,7 @@ from torch import nn
 
 from trm.data import PuzzleDataset, test_batches
 from trm.errors import CheckpointError
-from trm.supervision import supervision_loss, think
+from trm.supervision import ThinkResult, supervision_loss, think
 
 
 @dataclass
@@ -49,10 +49,15 @@ def evaluate(
     loss_type: str = "stablemax",
     save_outputs: bool = False,
     progress: Callable[[int], None] | None = None,
+    on_batch: Callable[[dict[str, torch.Tensor], ThinkResult, int], None] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> EvalResult:
     """Metrics are means over examples: accuracy (per token), exact_accuracy (whole answer), q_halt_accuracy,
     steps, lm_loss, q_halt_loss. With `save_outputs`, also the final logits, halting logits and predictions
-    of every example in data set order."""
+    of every example in data set order (of this rank's rows). `on_batch(batch, result, n_real)` sees every
+    batch (task evaluators such as ARC voting hook in here). Under torch.distributed each rank evaluates its
+    slice of every batch and the metrics are summed over ranks."""
     check_fits(model, ds)
     was_training = model.training
     model.eval()
@@ -61,7 +66,7 @@ def evaluate(
     outputs: dict[str, list[np.ndarray]] = {"logits": [], "q_halt_logits": [], "preds": [], "steps": []}
     total = 0
     try:
-        for batch, n_real in test_batches(ds, batch_size, max_examples=max_examples):
+        for batch, n_real in test_batches(ds, batch_size, max_examples, rank, world_size):
             batch = {k: v.to(device) for k, v in batch.items()}
             res = think(model, batch["inputs"], batch["puzzle_identifiers"], steps=steps, halt=halt)
             labels = batch["labels"][:n_real]
@@ -77,6 +82,8 @@ def evaluate(
             ):
                 sums[key] = sums.get(key, 0.0) + float(value)
             total += n_real
+            if on_batch is not None:
+                on_batch(batch, res, n_real)
             if save_outputs:
                 outputs["logits"].append(res.logits[:n_real].float().cpu().numpy())
                 outputs["q_halt_logits"].append(res.q_halt[:n_real].cpu().numpy())
@@ -86,6 +93,11 @@ def evaluate(
                 progress(n_real)
     finally:
         model.train(was_training)
+    if world_size > 1:
+        keys = sorted(sums)
+        packed = torch.tensor([sums[k] for k in keys] + [total], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(packed)
+        sums, total = dict(zip(keys, packed[:-1].tolist(), strict=True)), int(packed[-1])
     metrics = {k: v / max(total, 1) for k, v in sums.items()}
     metrics["count"] = float(total)
     arrays = {k: np.concatenate(v) for k, v in outputs.items() if v}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from trm.config import ModelConfig
 from trm.errors import CheckpointError
+from trm.tasks.arc import Arc
 from trm.tasks.base import Task
 from trm.tasks.maze import MazeTask
 from trm.tasks.sudoku import SudokuTask
@@ -21,6 +22,8 @@ def task_from_info(info: dict) -> Task:
         return SudokuTask(int(info["size"]))
     if info.get("task") == "maze":
         return MazeTask(int(info["size"]))
+    if info.get("task") == "arc":
+        return Arc()
     raise CheckpointError(f"unknown task {info.get('task')!r} in {TASK_FILE}")
 
 
@@ -34,4 +37,6 @@ def task_for(checkpoint_dir: Path, config: ModelConfig) -> Task:
     side = math.isqrt(config.seq_len)  # vocabulary 6 tells a maze from ARC at seq_len 900
     if config.vocab_size == 6 and side * side == config.seq_len:
         return MazeTask(side)
+    if config.vocab_size == 12 and config.seq_len == 900:
+        return Arc()
     raise CheckpointError(f"{checkpoint_dir}: no {TASK_FILE}, and seq_len {config.seq_len} is no known task")

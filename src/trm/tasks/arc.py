@@ -554,3 +554,46 @@ def diff_grid(pred: Grid, truth: Grid) -> tuple[str, np.ndarray | None]:
     wrong = pred != truth
     n = int(wrong.sum())
     return ("correct" if n == 0 else f"{n} of {truth.size} cells wrong"), wrong
+
+
+class Arc:
+    """ARC as the CLI and inference engine see it (trm.tasks.base.Task): a puzzle is one input grid as JSON.
+    A task's answer cannot be checked without its solution, so `is_solution` is always False."""
+
+    name = "arc"
+    colours = PALETTE
+    symbols = None
+
+    def split(self, text: str) -> list[str]:
+        return [text]
+
+    def parse(self, text: str) -> Grid:
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ArcError(f"an ARC grid is JSON such as [[0, 1], [2, 3]] ({err})") from None
+        return parse_grid(obj, "grid")
+
+    def encode(self, puzzle: Grid) -> np.ndarray:
+        return encode_grid(puzzle)
+
+    def decode(self, tokens: np.ndarray) -> Grid:
+        return crop(tokens)
+
+    def is_solution(self, answer: Grid, puzzle: Grid) -> bool:
+        return False
+
+    def format(self, grid: Grid) -> str:
+        return json.dumps(np.asarray(grid).tolist(), separators=(",", ":"))
+
+    def render(self, grid: Grid, puzzle: Grid | None = None) -> str:
+        panels = [("input", puzzle)] if puzzle is not None else []
+        return side_by_side([*panels, ("output", grid)])
+
+    def render_diff(self, pred: Grid, truth: Grid, question: Grid | None = None) -> str:
+        verdict, wrong = diff_grid(pred, truth)
+        panels = [("input", question)] if question is not None else []
+        text = side_by_side([*panels, ("prediction", pred), ("answer", truth)])
+        if wrong is not None and wrong.any():
+            text += "\n" + "\n".join(render_grid(pred, wrong=wrong))
+        return f"{text}\n({verdict})"

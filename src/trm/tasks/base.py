@@ -12,6 +12,8 @@ from trm.errors import TRMError
 
 class Task(Protocol):
     name: str
+    colours: tuple[str, ...]  # PNG colour of each cell value of a decoded grid
+    symbols: str | None  # character drawn in each cell value's PNG cell, or None
 
     def split(self, text: str) -> list[str]:
         """The puzzles in a file or stdin, as texts for `parse`."""
@@ -32,6 +34,9 @@ class Task(Protocol):
 
     def render(self, grid: np.ndarray, puzzle: np.ndarray | None = None) -> str:
         """Several lines, for a terminal."""
+
+    def render_diff(self, pred: np.ndarray, truth: np.ndarray, question: np.ndarray | None = None) -> str:
+        """A prediction with the cells that differ from the true answer marked, and a verdict line."""
 
 
 def download_hf_csv(repo_id: str, split: str, error: type[TRMError], cache_dir: Path | None = None) -> Path:

@@ -595,6 +595,8 @@ class MazeTask:
     """The maze task of one size, as the CLI and inference engine see it (trm.tasks.base.Task)."""
 
     name = "maze"
+    colours = ("#FFFFFF", "#333333", "#FFFFFF", "#2ECC40", "#FF4136", "#0074D9")  # by code: PAD # ' ' S G o
+    symbols = None
 
     def __init__(self, size: int):
         if size < 2:
@@ -631,3 +633,6 @@ class MazeTask:
 
     def render(self, grid: np.ndarray, puzzle: np.ndarray | None = None) -> str:
         return render(grid, puzzle)
+
+    def render_diff(self, pred: np.ndarray, truth: np.ndarray, question: np.ndarray | None = None) -> str:
+        return render_diff(pred, truth)

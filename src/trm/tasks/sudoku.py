@@ -602,6 +602,8 @@ class SudokuTask:
     """The Sudoku task of one size, as the CLI and inference engine see it (trm.tasks.base.Task)."""
 
     name = "sudoku"
+    colours = ("#DDDDDD", *["#FFFFFF"] * 9)  # blank cells grey
+    symbols = " 123456789"
 
     def __init__(self, size: int):
         box_shape(size)
@@ -628,3 +630,6 @@ class SudokuTask:
 
     def render(self, grid: np.ndarray, puzzle: np.ndarray | None = None) -> str:
         return render(grid, puzzle)
+
+    def render_diff(self, pred: np.ndarray, truth: np.ndarray, question: np.ndarray | None = None) -> str:
+        return render_diff(pred, truth)
