@@ -10,7 +10,7 @@ from trm.errors import ConfigError
 
 def test_presets_are_listed_and_valid():
     names = list_presets()
-    assert {"sudoku-mlp", "sudoku-att", "arc-att"} <= set(names)
+    assert {"sudoku-mlp", "sudoku-att", "arc1", "arc2", "arc-cpu"} <= set(names)
     for name in names:
         build_train_config(name)
 
@@ -25,8 +25,12 @@ def test_paper_presets_hold_the_official_recipe():
         16,
     )
     assert (mlp.lr, mlp.weight_decay, mlp.global_batch_size, mlp.ema_rate) == (1e-4, 1.0, 768, 0.999)
-    arc = build_train_config("arc-att")
+    arc = build_train_config("arc1")
     assert (arc.model.n, arc.puzzle_emb_lr, arc.weight_decay) == (4, 1e-2, 0.1)
+    arc2 = build_train_config("arc2")  # extends arc1: same recipe, other data
+    assert arc2.model == arc.model and arc2.lr == arc.lr and arc2.data == "data/arc2concept-aug-1000"
+    small = build_train_config("arc-cpu")  # extends arc1 and overrides part of the model section only
+    assert small.model.hidden_size == 64 and small.model.seq_len == 900 and small.model.pos_encoding == "rope"
 
 
 def test_overrides_bare_dotted_and_typed():

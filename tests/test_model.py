@@ -41,8 +41,9 @@ def batch(b: int = 3, seq_len: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     [
         ("sudoku-mlp", [], 5_028_866),
         ("sudoku-att", [], 6_828_034),
-        ("arc-att", [], 6_829_058),
-        ("arc-att", ["vocab_size=6"], 6_822_914),
+        ("arc1", [], 6_829_058),
+        ("arc2", [], 6_829_058),
+        ("arc1", ["vocab_size=6"], 6_822_914),
         ("maze-hard", [], 6_822_914),
     ],
 )

@@ -64,6 +64,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
         help="subset whose test pairs form the test split (default: evaluation2 or evaluation when among the "
         "subsets, else none)",
     )
+    a.add_argument("--tasks", nargs="+", metavar="ID", help="keep only these task ids (small runs)")
     a.add_argument("--aug", type=int, default=1000, help="augmentations per task (official: 1000)")
     a.add_argument("--no-translate", action="store_true", help="keep every training grid at the top left")
     a.add_argument("--seed", type=int, default=42, help="official: 42")
@@ -113,11 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("solve", help="solve puzzles with a checkpoint")
     s.add_argument("checkpoint", type=Path)
-    s.add_argument("puzzle", help="a puzzle string, a file of puzzles, or - for stdin")
+    s.add_argument("puzzle", help="a puzzle string, a file of puzzles, or - for stdin; for ARC a task JSON file")
     s.add_argument("--steps", type=int, help="supervision steps (default N_sup)")
     s.add_argument("--halt", action="store_true", help="stop when the Q head says halt")
     s.add_argument("--trace", action="store_true", help="print the answer after every supervision step")
     s.add_argument("--device", default="auto")
+    sa = s.add_argument_group("ARC (the puzzle is a task JSON file: fine-tune its puzzle embeddings, then vote)")
+    sa.add_argument("--aug", type=int, default=100, help="augmented copies of the task (default 100)")
+    sa.add_argument("--adapt-steps", type=int, default=300, help="embedding fine-tuning steps (default 300)")
+    sa.add_argument("--adapt-batch", type=int, default=64)
+    sa.add_argument("--out", type=Path, metavar="FILE", help="write the two attempts (Kaggle submission format)")
+    sa.add_argument("--blank", action="store_true", help="also vote with the blank identifier (no task identity)")
+    sa.add_argument("--show-dir", type=Path, help="save input / attempts / answer PNGs here")
+    sa.add_argument("--seed", type=int, default=0)
 
     c = sub.add_parser("convert", help="convert an official TRM checkpoint into a trm checkpoint directory")
     c.add_argument("official", type=Path, help="official checkpoint file (all_config.yaml beside it)")

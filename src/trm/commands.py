@@ -148,6 +148,11 @@ def _data_arc(args: argparse.Namespace) -> int:
         raise ConfigError(f"--test-set {test_set} is not among the subsets {' '.join(subsets)}")
     start = time.perf_counter()
     tasks = {subset: arc.load_subset(args.source, subset) for subset in subsets}
+    if args.tasks:
+        missing = set(args.tasks) - {t.name for items in tasks.values() for t in items}
+        if missing:
+            raise ConfigError(f"--tasks: no task {sorted(missing)[0]!r} in the subsets {' '.join(subsets)}")
+        tasks = {s: [t for t in items if t.name in args.tasks] for s, items in tasks.items()}
     summary = arc.build_dataset(
         args.out, tasks, test_set, aug=args.aug, seed=args.seed, translate=not args.no_translate, progress=_progress
     )
@@ -295,6 +300,8 @@ def solve(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model, ckpt = load_checkpoint(args.checkpoint, device)
     task = task_for(ckpt, model.config)
+    if task.name == "arc":
+        return _solve_arc(args, model, task)
     puzzles = _read_puzzle_arg(args.puzzle, task)
     if not puzzles:
         raise TRMError("no puzzles given")
@@ -307,6 +314,93 @@ def solve(args: argparse.Namespace) -> int:
         print(task.render(sol.answer, sol.puzzle))
         print(f"answer: {task.format(sol.answer)}")
         print(f"valid solution: {'yes' if sol.valid else 'no'}   supervision steps: {sol.steps}")
+    return 0
+
+
+def _arc_tasks(path: str) -> list:
+    """A task file ({"train", "test"}) or a Kaggle challenges file (id -> task, with the solutions file
+    beside it used when present)."""
+    from trm.tasks import arc
+
+    p = Path(path)
+    obj = arc._read_json(p)
+    if isinstance(obj, dict) and "train" in obj:
+        return [arc.parse_task(obj, p.stem, str(p))]
+    if isinstance(obj, dict) and p.name.endswith("_challenges.json"):
+        return arc.load_kaggle(str(p)[: -len("_challenges.json")].rsplit("_", 1)[0], p.name.split("_")[-2])
+    if isinstance(obj, dict) and obj and all(isinstance(v, dict) for v in obj.values()):
+        return [arc.parse_task(v, k, f"{p}: task {k}") for k, v in obj.items()]
+    raise arc.ArcError(f"{p}: not an ARC task file (expected an object with 'train' and 'test')")
+
+
+def _solve_arc(args: argparse.Namespace, model, task) -> int:
+    from tqdm import tqdm
+
+    from trm.adapt import AdaptConfig, solve_new_task
+    from trm.supervision import think
+    from trm.tasks import arc
+    from trm.tasks.arc_eval import write_submission
+
+    tasks = _arc_tasks(args.puzzle)
+    cfg = AdaptConfig(aug=args.aug, steps=args.adapt_steps, batch_size=args.adapt_batch, seed=args.seed)
+    submission, solved, known = {}, {"learned": 0, "blank": 0}, 0
+    for item in tasks:
+        with tqdm(total=cfg.steps, desc=f"adapting {item.name}", unit="step", file=sys.stderr) as bar:
+
+            def tick(step: int, loss: float, bar=bar) -> None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}")
+
+            learned, blank, adapted = solve_new_task(model, item, cfg, blank=args.blank, progress=tick)
+        submission[item.name] = [
+            {f"attempt_{k + 1}": g.tolist() for k, g in enumerate(grids)} for grids in learned.attempts()
+        ]
+        print(f"# task {item.name}: {len(item.train)} demonstrations, {len(item.test)} test inputs")
+        for i, (x, truth) in enumerate(item.test):
+            attempts = learned.attempts()[i]
+            ranked = learned.candidates[i]
+            votes = ", ".join(f"{n} votes / q {q:.2f}" for _, n, q in ranked[:2])
+            print(f"test input {i + 1}: {len(ranked)} candidates ({votes})")
+            panels = [("input", x), ("attempt 1", attempts[0]), ("attempt 2", attempts[1])]
+            if truth is not None:
+                panels.append(("answer", truth))
+            print(arc.side_by_side(panels, colour=sys.stdout.isatty()))
+            if truth is not None:
+                known += 1
+                ok = any(np.array_equal(g, truth) for g in attempts)
+                solved["learned"] += ok
+                line = f"learned identity: {'solved' if ok else 'not solved'} in 2 attempts"
+                if blank is not None:
+                    ok_blank = any(np.array_equal(g, truth) for g in blank.attempts()[i])
+                    solved["blank"] += ok_blank
+                    line += f"; blank identity: {'solved' if ok_blank else 'not solved'}"
+                print(line)
+            elif blank is not None:
+                same = np.array_equal(blank.attempts()[i][0], attempts[0])
+                print(f"blank identity's attempt 1 {'equals' if same else 'differs from'} the learned one")
+            if args.trace:
+                tokens = torch.from_numpy(arc.encode_grid(x).astype(np.int32))[None].to(adapted.y_init.device)
+                res = think(adapted, tokens, torch.ones(1, dtype=torch.int32, device=tokens.device), trace=True)
+                for step, pred in enumerate(res.trace or [], 1):
+                    print(f"step {step}: {task.format(arc.crop(pred[0].cpu().numpy()))}")
+            if args.show_dir:
+                from trm.render import save_png
+
+                png = save_png(
+                    args.show_dir / f"{item.name}_{i + 1}.png",
+                    [(t, g, (g != truth) if truth is not None and g.shape == truth.shape and t != "input" else None)
+                     for t, g in panels],
+                    arc.PALETTE,
+                )  # fmt: skip
+                print(f"(saved {png})")
+    if known:
+        summary = f"solved {solved['learned']} of {known} test inputs with the learned identity"
+        if args.blank:
+            summary += f", {solved['blank']} with the blank identity"
+        print(summary)
+    if args.out:
+        write_submission(args.out, submission)
+        print(f"attempts written to {args.out}")
     return 0
 
 

@@ -128,12 +128,24 @@ def list_presets() -> list[str]:
     return sorted(f.name[: -len(".yaml")] for f in files if f.name.endswith(".yaml"))
 
 
-def load_preset(name: str) -> dict[str, Any]:
-    """A preset is a YAML file of TrainConfig fields in `trm/presets/`."""
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_preset(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A preset is a YAML file of TrainConfig fields in `trm/presets/`; `extends: other` starts from the
+    preset `other` and changes only what the file gives (so sibling recipes never repeat each other)."""
     path = resources.files("trm").joinpath(PRESET_DIR, f"{name}.yaml")
     if not path.is_file():
         raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(list_presets())}")
-    return yaml.safe_load(path.read_text()) or {}
+    if name in _seen:
+        raise ConfigError(f"preset {name!r} extends itself (via {' -> '.join(_seen)})")
+    raw = yaml.safe_load(path.read_text()) or {}
+    parent = raw.pop("extends", None)
+    return _merge(load_preset(parent, (*_seen, name)), raw) if parent else raw
 
 
 def _parse_value(text: str) -> Any:

@@ -30,6 +30,7 @@ from trm.models.trm import TRM
 from trm.optim import EMA, AdamATan2, SignSGDEmbedding, lr_at
 from trm.supervision import Carry, DeepSupervision
 from trm.tasks import TASK_FILE
+from trm.tasks.arc_eval import VoteCollector
 
 STATE_NAME = "train_state.pt"
 CONFIG_NAME = "config.json"
@@ -242,6 +243,7 @@ class Trainer:
             disable=not self.progress,
             unit="ex",
         )
+        votes = VoteCollector.for_data(self.eval_ds.root)  # ARC data: also the voting score
         with self.ema.swapped(self.model) if self.ema else contextlib.nullcontext():
             res = evaluate(
                 self.model,
@@ -251,8 +253,11 @@ class Trainer:
                 max_examples=cfg.eval_max_examples,
                 loss_type=cfg.loss_type,
                 progress=bar.update,
+                on_batch=votes,
             )
         bar.close()
+        if votes is not None and (arc_score := votes.result()) is not None:
+            res.metrics.update(arc_score.metrics())
         return res.metrics
 
     def fit(self) -> dict[str, float]:
@@ -310,7 +315,7 @@ def train_log_metrics(sums: dict[str, float], batch_size: int, n_steps: int) -> 
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
-    keys = ["exact_accuracy", "accuracy", "q_halt_accuracy", "steps", "lm_loss"]
+    keys = ["ARC/pass@1", "ARC/pass@2", "exact_accuracy", "accuracy", "q_halt_accuracy", "steps", "lm_loss"]
     return "  ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
 
 
