@@ -398,3 +398,19 @@ def test_maze_task():
     assert "a valid shortest path" in task.render(grid(VIA_LEFT), puzzle)
     with pytest.raises(maze.MazeError, match="a 5x5 maze needs 25"):
         task.parse("S G")
+
+
+@pytest.mark.parametrize(
+    ("question", "message"),
+    [("   ## # ##  G##   #######", "no start 'S'"), ("S  ## # ##  G##   ##x####", "unknown character 'x'")],
+)
+def test_cli_rejects_bad_maze_csv_in_one_line(tmp_path, capsys, question, message):
+    from trm.cli import main
+
+    answer = "S  ## # ##  G##   #######"
+    path = tmp_path / "bad.csv"
+    path.write_text(f"source,question,answer,rating\nx,{question},{answer},0\n")
+    code = main(["data", "maze", "--out", str(tmp_path / "out"), "--csv", str(path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0] and err[0].startswith("trm: error:")
+    assert not (tmp_path / "out" / "train" / "dataset.json").exists()
