@@ -10,7 +10,8 @@ from trm.render import example_png
 from trm.tasks import arc
 from trm.tasks.arc import Arc
 from trm.tasks.maze import MazeTask, generate
-from trm.tasks.sudoku import SudokuTask, generate as generate_sudoku
+from trm.tasks.sudoku import SudokuTask
+from trm.tasks.sudoku import generate as generate_sudoku
 
 matplotlib = pytest.importorskip("matplotlib")
 from matplotlib.image import imread  # noqa: E402
