@@ -91,6 +91,15 @@ def test_eval_and_save_outputs(trained, data4, tmp_path, capsys):
     assert arrays["logits"].shape == (n_test, 16, 11)
     assert arrays["q_halt_logits"].shape == (n_test,)
     np.testing.assert_array_equal(arrays["preds"], arrays["logits"].argmax(-1))
+    # valid_solution: the task's own checker over the predictions (any correct grid counts), independently
+    from trm.tasks import sudoku
+
+    inputs = np.load(data4 / "test" / "all__inputs.npy")
+    pairs = zip(arrays["preds"], inputs, strict=True)
+    valid = np.mean([sudoku.is_valid_solution(sudoku.decode(p, 4), sudoku.decode(x, 4)) for p, x in pairs])
+    metrics = {ln.split()[0]: float(ln.split()[1]) for ln in printed.splitlines() if len(ln.split()) == 2}
+    assert metrics["valid_solution"] == pytest.approx(valid, abs=1e-6)
+    assert metrics["valid_solution"] >= metrics["exact_accuracy"] - 1e-9
 
 
 def test_solve_prints_grid_validity_and_steps(trained, capsys):

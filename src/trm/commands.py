@@ -219,7 +219,8 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
     from tqdm import tqdm
 
     from trm.data import load_split
-    from trm.evaluate import check_fits, evaluate
+    from trm.evaluate import SolutionCounter, check_fits, evaluate
+    from trm.tasks import task_for
     from trm.tasks.arc_eval import VoteCollector, write_submission
 
     rank, world, device = _distributed(args.device)
@@ -237,6 +238,7 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
         for path in checkpoints:
             model, ckpt = load_checkpoint(path, device)
             check_fits(model, ds)  # before the progress bar, so a mismatch is one clean line
+            checker = None if collector else SolutionCounter(task_for(ckpt, model.config))
             with tqdm(total=total, desc=f"eval {ckpt.name}", unit="ex", file=sys.stderr, disable=rank != 0) as bar:
                 res = evaluate(
                     model,
@@ -247,12 +249,14 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
                     max_examples=args.max_examples,
                     save_outputs=args.save_outputs is not None or (args.show > 0 and not shown),
                     progress=lambda n: bar.update(n * world),
-                    on_batch=collector,
+                    on_batch=collector or checker,
                     rank=rank,
                     world_size=world,
                 )
             if rank == 0 and len(checkpoints) > 1:
                 print(f"# {ckpt}")
+            if checker is not None and world == 1:  # the checker counts this process's rows only
+                res.metrics.update(checker.metrics())
             if rank == 0:
                 for key, value in res.metrics.items():
                     print(f"{key:16s} {value:.6g}")

@@ -102,3 +102,21 @@ def evaluate(
     metrics["count"] = float(total)
     arrays = {k: np.concatenate(v) for k, v in outputs.items() if v}
     return EvalResult(metrics, arrays)
+
+
+class SolutionCounter:
+    """An `evaluate(on_batch=...)` hook counting predictions that the task's own checker accepts (Sudoku: a
+    valid solution of the puzzle; maze: a valid shortest path, of which there may be several). Exact accuracy
+    compares with one reference answer; this metric accepts every correct one."""
+
+    def __init__(self, task):
+        self.task, self.valid, self.total = task, 0, 0
+
+    def __call__(self, batch: dict[str, torch.Tensor], res: ThinkResult, n_real: int) -> None:
+        inputs, preds = batch["inputs"][:n_real].cpu().numpy(), res.preds[:n_real].cpu().numpy()
+        for x, p in zip(inputs, preds, strict=True):
+            self.valid += bool(self.task.is_solution(self.task.decode(p), self.task.decode(x)))
+        self.total += n_real
+
+    def metrics(self) -> dict[str, float]:
+        return {"valid_solution": self.valid / max(self.total, 1)}
