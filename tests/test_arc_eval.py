@@ -180,3 +180,22 @@ def test_eval_refuses_submission_on_non_arc_data(tiny_ckpt, tmp_path, capsys):
     maze.build_dataset(tmp_path / "m", maze.generate(4, 5, rng), maze.generate(2, 5, rng))
     code = main(["eval", str(tiny_ckpt), str(tmp_path / "m"), "--submission", str(tmp_path / "s.json")])
     assert code == 2 and capsys.readouterr().err.count("\n") == 1
+
+
+def test_blank_identifiers_equal_a_table_of_blank_rows(mini):
+    from trm.evaluate import evaluate
+
+    ds = load_split(mini, "test")
+    cfg = ModelConfig(
+        vocab_size=12, seq_len=900, num_puzzle_identifiers=ds.metadata.num_puzzle_identifiers,
+        hidden_size=32, num_heads=2, T=1, n=1, N_sup=1, puzzle_emb_ndim=32, puzzle_emb_len=1,
+    )  # fmt: skip
+    model = TRM(cfg)
+    torch.manual_seed(1)
+    model.puzzle_emb.weight.normal_(std=3.0)
+    kw = {"batch_size": 64, "max_examples": 40, "save_outputs": True}
+    own = evaluate(model, ds, **kw).outputs["logits"]
+    blank = evaluate(model, ds, blank_identifiers=True, **kw).outputs["logits"]
+    model.puzzle_emb.weight[:] = model.puzzle_emb.weight[0].clone()
+    np.testing.assert_allclose(evaluate(model, ds, **kw).outputs["logits"], blank, atol=1e-5)
+    assert np.abs(own - blank).max() > 1e-2  # the identity matters to this model

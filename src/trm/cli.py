@@ -109,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     arc_opts.add_argument(
         "--ensemble", type=Path, nargs="+", default=[], metavar="CKPT", help="also vote with these checkpoints"
     )
+    e.add_argument(
+        "--blank-identifiers",
+        action="store_true",
+        help="feed every example the blank puzzle identifier: what is left without the learned task identity",
+    )
     e.add_argument("--show", type=int, default=0, metavar="N", help="render N test examples with their predictions")
     e.add_argument("--show-dir", type=Path, help="also save the --show renderings as PNG files here")
 

@@ -252,6 +252,7 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
                     on_batch=collector or checker,
                     rank=rank,
                     world_size=world,
+                    blank_identifiers=args.blank_identifiers,
                 )
             if rank == 0 and len(checkpoints) > 1:
                 print(f"# {ckpt}")

@@ -52,12 +52,15 @@ def evaluate(
     on_batch: Callable[[dict[str, torch.Tensor], ThinkResult, int], None] | None = None,
     rank: int = 0,
     world_size: int = 1,
+    blank_identifiers: bool = False,
 ) -> EvalResult:
     """Metrics are means over examples: accuracy (per token), exact_accuracy (whole answer), q_halt_accuracy,
     steps, lm_loss, q_halt_loss. With `save_outputs`, also the final logits, halting logits and predictions
     of every example in data set order (of this rank's rows). `on_batch(batch, result, n_real)` sees every
     batch (task evaluators such as ARC voting hook in here). Under torch.distributed each rank evaluates its
-    slice of every batch and the metrics are summed over ranks."""
+    slice of every batch and the metrics are summed over ranks. `blank_identifiers` feeds the model the blank
+    puzzle identifier (0) instead of each example's own, to measure what the learned identity contributes
+    (hooks still see the true identifiers)."""
     check_fits(model, ds)
     was_training = model.training
     model.eval()
@@ -68,7 +71,8 @@ def evaluate(
     try:
         for batch, n_real in test_batches(ds, batch_size, max_examples, rank, world_size):
             batch = {k: v.to(device) for k, v in batch.items()}
-            res = think(model, batch["inputs"], batch["puzzle_identifiers"], steps=steps, halt=halt)
+            ids = torch.zeros_like(batch["puzzle_identifiers"]) if blank_identifiers else batch["puzzle_identifiers"]
+            res = think(model, batch["inputs"], ids, steps=steps, halt=halt)
             labels = batch["labels"][:n_real]
             losses = supervision_loss(res.logits[:n_real], labels, res.q_halt[:n_real], loss_type)
             token_acc = losses.correct.sum(-1) / losses.counts.clamp_min(1)
