@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trm.cli import main
-from trm.data import load_split, read_identifiers
+from trm.data import DataError, load_split, read_identifiers
 from trm.tasks import arc
 
 FIXTURE = Path(__file__).parent / "fixtures" / "arc_mini"
@@ -208,3 +208,45 @@ def test_missing_subset_names_what_exists(tmp_path, capsys):
                  "--subsets", "training", "evaluation2"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "evaluation2" in err and err.count("\n") == 1
+
+
+def test_lazy_recipe_reads_back_the_same_rows_as_the_official_layout(tmp_path):
+    from trm.data import TrainSampler
+
+    eager, lazy = tmp_path / "eager", tmp_path / "lazy"
+    arc.build_dataset(eager, mini_tasks(), "evaluation", aug=30, seed=42)
+    arc.build_dataset(lazy, mini_tasks(), "evaluation", aug=30, seed=42, lazy=True)
+    assert not (lazy / "train" / "all__inputs.npy").exists()
+    for split in ("train", "test"):
+        a, b = load_split(eager, split), load_split(lazy, split)
+        assert a.metadata == b.metadata
+        for name in ("puzzle_identifiers", "puzzle_indices", "group_indices"):
+            assert np.array_equal(getattr(a, name), getattr(b, name))
+        assert b.inputs.shape == a.inputs.shape
+        assert np.array_equal(b.inputs[:], a.inputs) and np.array_equal(b.labels[:], a.labels)
+        rows = np.array([5, 0, len(a.inputs) - 1, 5])
+        assert np.array_equal(b.inputs[rows], a.inputs[rows]) and np.array_equal(b.labels[7], a.labels[7])
+    batch_a = next(iter(TrainSampler(load_split(eager, "train"), 16, seed=3)))
+    batch_b = next(iter(TrainSampler(load_split(lazy, "train"), 16, seed=3)))
+    assert all(torch_equal(batch_a[k], batch_b[k]) for k in batch_a)
+    disk = {d: sum(f.stat().st_size for f in (d / "train").iterdir()) for d in (eager, lazy)}
+    assert disk[lazy] * 10 < disk[eager]
+
+
+def torch_equal(a, b) -> bool:
+    return bool((a == b).all())
+
+
+def test_damaged_recipe_is_one_clear_error(tmp_path, capsys):
+    arc.build_dataset(tmp_path, mini_tasks(), "evaluation", aug=2, seed=0, lazy=True)
+    recipe = tmp_path / "train" / "rows_recipe.npz"
+    with np.load(recipe) as f:
+        parts = {k: f[k] for k in f.files}
+    parts["offset"] = parts["offset"].copy()
+    parts["offset"][0] = (29, 29)
+    np.savez(recipe, **parts)
+    with pytest.raises(DataError, match="offset puts a grid outside"):
+        load_split(tmp_path, "train")
+    recipe.write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="corrupt recipe"):
+        load_split(tmp_path, "train")

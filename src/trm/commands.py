@@ -154,7 +154,14 @@ def _data_arc(args: argparse.Namespace) -> int:
             raise ConfigError(f"--tasks: no task {sorted(missing)[0]!r} in the subsets {' '.join(subsets)}")
         tasks = {s: [t for t in items if t.name in args.tasks] for s, items in tasks.items()}
     summary = arc.build_dataset(
-        args.out, tasks, test_set, aug=args.aug, seed=args.seed, translate=not args.no_translate, progress=_progress
+        args.out,
+        tasks,
+        test_set,
+        aug=args.aug,
+        seed=args.seed,
+        translate=not args.no_translate,
+        progress=_progress,
+        lazy=args.lazy,
     )
     info = dataclasses.asdict(summary)
     info["seconds"] = round(time.perf_counter() - start, 1)

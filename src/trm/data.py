@@ -9,6 +9,10 @@ Layout (identical to the official builders', so data sets load in either code ba
     <root>/<split>/all__puzzle_indices.npy                     int32 [puzzles + 1], CSR: puzzle -> examples
     <root>/<split>/all__group_indices.npy                      int32 [groups + 1],  CSR: group -> puzzles
 
+A split may hold `rows_recipe.npz` instead of the two row arrays (`trm data arc --lazy`): the source grids
+and, per example, which pair, augmentation and offset make its row; rows are then computed when read. Such
+a split is ~150x smaller but only trm reads it.
+
 A group is one original puzzle with its augmentations; a puzzle is one (augmented) task with one
 identifier; an example is one input/label pair.
 
@@ -36,6 +40,7 @@ from trm.errors import TRMError
 IGNORE_LABEL = -100
 SET_NAME = "all"
 FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
+ROWS_RECIPE = "rows_recipe.npz"  # instead of the inputs/labels arrays: rows computed on demand (ARC --lazy)
 _HEADER_BYTES = 128  # room reserved for the .npy header of a streamed array (numpy pads 2-d headers to 128)
 _SCAN_BYTES = 64 << 20  # token-range check reads this much at a time
 _INT32_MAX = np.iinfo(np.int32).max
@@ -84,14 +89,16 @@ class DatasetWriter:
     the block with an exception removes the temporary files.
     """
 
-    def __init__(self, out_dir: Path, split: str, seq_len: int):
+    def __init__(self, out_dir: Path, split: str, seq_len: int, rows: bool = True):
         if seq_len < 1:
             raise DataError(f"seq_len must be positive, got {seq_len}")
         self.dir = Path(out_dir) / split
         self.dir.mkdir(parents=True, exist_ok=True)
         self.seq_len = int(seq_len)
-        self._tmp = {name: self.dir / f"{SET_NAME}__{name}.npy.tmp" for name in FIELDS}
-        self._files = {name: self._tmp[name].open("wb") for name in ("inputs", "labels")}
+        self.rows = rows  # False: only the index arrays and metadata (the rows come from a recipe file)
+        fields = FIELDS if rows else FIELDS[2:]
+        self._tmp = {name: self.dir / f"{SET_NAME}__{name}.npy.tmp" for name in fields}
+        self._files = {name: self._tmp[name].open("wb") for name in ("inputs", "labels") if rows}
         for f in self._files.values():
             f.write(b"\0" * _HEADER_BYTES)
         self._puzzle_ids = array("q")
@@ -104,9 +111,22 @@ class DatasetWriter:
     def num_examples(self) -> int:
         return self._puzzle_indices[-1]
 
+    def add_counts(self, puzzles: Sequence[tuple[int, int]]) -> None:
+        """One group of a row-less split: a list of (identifier, number of examples)."""
+        if self._closed or self.rows:
+            raise DataError(f"{self.dir}: add_counts is for an open writer made with rows=False")
+        if not puzzles or any(n < 1 or ident < 0 for ident, n in puzzles):
+            raise DataError(f"{self.dir}: a group needs puzzles with identifiers >= 0 and examples")
+        end = self._puzzle_indices[-1]
+        for ident, n in puzzles:
+            self._puzzle_ids.append(int(ident))
+            end += int(n)
+            self._puzzle_indices.append(end)
+        self._group_indices.append(len(self._puzzle_ids))
+
     def add_group(self, puzzles: Sequence[tuple[int, np.ndarray, np.ndarray]]) -> None:
         """One group: a list of (identifier, inputs [E, seq_len], labels [E, seq_len]) with tokens in 0..255."""
-        if self._closed:
+        if self._closed or not self.rows:
             raise DataError(f"{self.dir}: writer already closed")
         if not puzzles:
             raise DataError(f"{self.dir}: a group needs at least one puzzle")
@@ -217,8 +237,8 @@ class DatasetWriter:
         self._closed = True
         meta_path = self.dir / "dataset.json"
         meta_path.unlink(missing_ok=True)  # the old split (if any) stops looking valid before it changes
-        for name in FIELDS:
-            self._tmp[name].replace(self.dir / f"{SET_NAME}__{name}.npy")
+        for name, tmp in self._tmp.items():
+            tmp.replace(self.dir / f"{SET_NAME}__{name}.npy")
         tmp = self.dir / "dataset.json.tmp"
         tmp.write_text(json.dumps(meta.model_dump()))
         tmp.replace(meta_path)
@@ -304,7 +324,14 @@ class PuzzleDataset:
         if len(sets) != 1:
             raise DataError(f"{self.dir / 'dataset.json'}: sets {sets}: exactly one set is supported")
         self.set_name = sets[0]
-        arrays = {name: _load_array(self.path_of(name)) for name in FIELDS}
+        recipe = self.dir / ROWS_RECIPE
+        if recipe.is_file() and not self.path_of("inputs").exists():
+            from trm.tasks.arc import recipe_rows  # the only task whose rows are cheaper to compute than to store
+
+            arrays = {name: _load_array(self.path_of(name)) for name in FIELDS[2:]}
+            arrays["inputs"], arrays["labels"] = recipe_rows(recipe)
+        else:
+            arrays = {name: _load_array(self.path_of(name)) for name in FIELDS}
         self.inputs, self.labels = arrays["inputs"], arrays["labels"]
         for name in ("puzzle_identifiers", "puzzle_indices", "group_indices"):
             arr = arrays[name]
@@ -381,6 +408,10 @@ class PuzzleDataset:
             )
         chunk = max(1, _SCAN_BYTES // max(1, m.seq_len * self.inputs.itemsize))
         for name, arr in (("inputs", self.inputs), ("labels", self.labels)):
+            if hasattr(arr, "max_token"):  # rows computed from a recipe: its own check bounds every token
+                if arr.max_token >= m.vocab_size:
+                    raise self._fail(ROWS_RECIPE, f"token ids up to {arr.max_token} >= vocab_size {m.vocab_size}")
+                continue
             for start in range(0, len(arr), chunk):
                 block = arr[start : start + chunk]
                 hi, lo = int(block.max()), int(block.min())

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from trm.data import DataError, DatasetWriter, write_identifiers
+from trm.data import ROWS_RECIPE, DataError, DatasetWriter, write_identifiers
 from trm.errors import TRMError
 from trm.tasks import grids
 
@@ -33,6 +34,7 @@ PAD, EOS, COLOUR0 = 0, 1, 2  # token of colour c is c + COLOUR0
 VOCAB_SIZE = 12
 SEP = "|||"  # official augmented-name separator: "<task>|||t<dihedral>|||<10 digits: colour map>"
 RETRIES = 5  # official: up to RETRIES * aug trials per task
+TRANSPOSING = (1, 3, 6, 7)  # dihedral ids that swap a grid's height and width
 ARC1 = ("training", "evaluation", "concept")  # default subsets, test set "evaluation"
 ARC2 = ("training2", "evaluation2", "concept")  # test set "evaluation2"
 # The standard ARC palette (as in the ARC-AGI testing interface), colour 0..9.
@@ -395,33 +397,152 @@ def _json_task(task: ArcTask) -> dict:
     return {"train": [pair(x, y) for x, y in task.train], "test": [pair(x, y) for x, y in task.test]}
 
 
-def _write_split(
-    writer: DatasetWriter,
-    groups: list[_Group],
-    ids: dict[str, int],
-    translate: bool,
-    rng: np.random.RandomState,
-    progress: Callable[[int], None] | None,
-) -> None:
-    for group in groups:
-        puzzles = []
+def _placements(
+    groups: list[_Group], translate: bool, rng: np.random.RandomState
+) -> Iterator[tuple[int, list[tuple[Aug, list[tuple[int, int]]]]]]:
+    """Per group, in order: for each augmentation, the offset of each pair. Draws exactly as the official
+    builder does: one "stays at the top left" example per puzzle (in both splits), then a row and a column
+    offset for every other example when translating."""
+    for g, group in enumerate(groups):
+        shapes = [(max(x.shape[0], y.shape[0]), max(x.shape[1], y.shape[1])) for x, y in group.pairs]
+        plan = []
         for a in group.augs:
-            pairs = [(a.apply(x), a.apply(y)) for x, y in group.pairs]
-            inputs = np.zeros((len(pairs), MAX_SIZE, MAX_SIZE), dtype=np.uint8)
-            labels = np.zeros_like(inputs)
-            fixed = rng.randint(0, len(pairs))  # one example stays at the top left (drawn in both splits)
-            for k, (x, y) in enumerate(pairs):
+            dims = [(w, h) for h, w in shapes] if a.t in TRANSPOSING else shapes
+            fixed = rng.randint(0, len(dims))
+            offsets = []
+            for k, (h, w) in enumerate(dims):
                 offset = (0, 0)
                 if translate and k != fixed:
-                    h, w = max(x.shape[0], y.shape[0]), max(x.shape[1], y.shape[1])
                     offset = (int(rng.randint(0, MAX_SIZE - h + 1)), int(rng.randint(0, MAX_SIZE - w + 1)))
-                _draw(inputs[k], x, offset)
-                _draw(labels[k], y, offset)
-            name = a.name(group.task.name)
-            puzzles.append((ids[name], inputs.reshape(len(pairs), SEQ_LEN), labels.reshape(len(pairs), SEQ_LEN)))
+                offsets.append(offset)
+            plan.append((a, offsets))
+        yield g, plan
+
+
+def _write_rows(
+    writer: DatasetWriter, groups: list[_Group], ids: dict[str, int], translate: bool, rng, progress
+) -> None:
+    for g, plan in _placements(groups, translate, rng):
+        group, puzzles = groups[g], []
+        for a, offsets in plan:
+            inputs = np.zeros((len(offsets), MAX_SIZE, MAX_SIZE), dtype=np.uint8)
+            labels = np.zeros_like(inputs)
+            for k, ((x, y), offset) in enumerate(zip(group.pairs, offsets, strict=True)):
+                _draw(inputs[k], a.apply(x), offset)
+                _draw(labels[k], a.apply(y), offset)
+            rows = len(offsets)
+            puzzles.append((ids[a.name(group.task.name)], inputs.reshape(rows, SEQ_LEN), labels.reshape(rows, SEQ_LEN)))
         writer.add_group(puzzles)
         if progress is not None:
             progress(1)
+
+
+def _write_recipe(
+    writer: DatasetWriter, groups: list[_Group], ids: dict[str, int], translate: bool, rng, progress
+) -> None:
+    """The rows as a recipe: source grids once, and per example (pair, augmentation, offset)."""
+    grids, shapes, first_pair = [], [], []
+    for group in groups:
+        first_pair.append(len(grids))
+        for pair in group.pairs:
+            canvas = np.zeros((2, MAX_SIZE, MAX_SIZE), dtype=np.uint8)
+            for side, grid in enumerate(pair):
+                canvas[side, : grid.shape[0], : grid.shape[1]] = grid
+            grids.append(canvas)
+            shapes.append([pair[0].shape, pair[1].shape])
+    aug_index: dict[Aug, int] = {}
+    pair_of, aug_of, offset_of = array("i"), array("i"), array("B")
+    for g, plan in _placements(groups, translate, rng):
+        counts = []
+        for a, offsets in plan:
+            k = aug_index.setdefault(a, len(aug_index))
+            for j, (r, c) in enumerate(offsets):
+                pair_of.append(first_pair[g] + j)
+                aug_of.append(k)
+                offset_of.extend((r, c))
+            counts.append((ids[a.name(groups[g].task.name)], len(offsets)))
+        writer.add_counts(counts)
+        if progress is not None:
+            progress(1)
+    augs = np.array([[a.t, *a.colour_map] for a in aug_index], dtype=np.uint8).reshape(-1, 11)
+    tmp = writer.dir / (ROWS_RECIPE + ".tmp.npz")
+    np.savez(
+        tmp,
+        grids=np.stack(grids),
+        shapes=np.asarray(shapes, dtype=np.uint8).reshape(-1, 2, 2),
+        pair=np.frombuffer(pair_of, dtype=np.int32),
+        aug=np.frombuffer(aug_of, dtype=np.int32),
+        offset=np.frombuffer(offset_of, dtype=np.uint8).reshape(-1, 2),
+        augs=augs,
+    )
+    tmp.replace(writer.dir / ROWS_RECIPE)  # before close() writes dataset.json: the split appears complete
+    for stale in ("inputs", "labels"):  # an eager build of the same split would shadow the recipe
+        (writer.dir / f"all__{stale}.npy").unlink(missing_ok=True)
+
+
+class RecipeRows:
+    """One side (inputs or labels) of a recipe split's rows, computed when indexed: `rows[i]`, `rows[a:b]`,
+    `rows[index_array]` give uint8 token rows as the official layout would hold them."""
+
+    dtype = np.dtype(np.uint8)
+    itemsize = 1
+    ndim = 2
+
+    def __init__(self, recipe: dict[str, np.ndarray], side: int):
+        self.grids, self.shapes = recipe["grids"][:, side], recipe["shapes"][:, side]
+        self.pair, self.aug, self.offset, self.augs = recipe["pair"], recipe["aug"], recipe["offset"], recipe["augs"]
+        self.shape = (len(self.pair), SEQ_LEN)
+        self.max_token = COLOUR0 + int(self.grids.max(initial=0))
+
+    def __len__(self) -> int:
+        return len(self.pair)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            return self[np.asarray([key])][0]
+        rows = np.arange(len(self))[key]
+        out = np.zeros((len(rows), MAX_SIZE, MAX_SIZE), dtype=np.uint8)
+        for j, e in enumerate(rows):
+            p, a = self.pair[e], self.augs[self.aug[e]]
+            h, w = self.shapes[p]
+            grid = grids.dihedral(a[1:][self.grids[p, :h, :w]], int(a[0]))
+            _draw(out[j], grid, tuple(self.offset[e]))
+        return out.reshape(len(rows), SEQ_LEN)
+
+
+def recipe_rows(path: Path) -> tuple[RecipeRows, RecipeRows]:
+    """(inputs, labels) of a recipe split; a damaged or inconsistent recipe is one DataError line."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            recipe = {k: f[k] for k in ("grids", "shapes", "pair", "aug", "offset", "augs")}
+    except Exception as err:  # zip, key and format errors all mean a damaged file
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"{path}: corrupt recipe ({first})") from None
+    n_pairs, n_augs = len(recipe["grids"]), len(recipe["augs"])
+    problems = []
+    if (
+        recipe["grids"].ndim != 4
+        or recipe["grids"].shape[1:] != (2, MAX_SIZE, MAX_SIZE)
+        or recipe["grids"].max(initial=0) > 9
+    ):
+        problems.append("grids must be [pairs, 2, 30, 30] colours 0-9")
+    if len(recipe["pair"]) and (recipe["pair"].min() < 0 or recipe["pair"].max() >= n_pairs):
+        problems.append("a pair index is out of range")
+    if len(recipe["aug"]) and (recipe["aug"].min() < 0 or recipe["aug"].max() >= n_augs):
+        problems.append("an augmentation index is out of range")
+    if not (len(recipe["pair"]) == len(recipe["aug"]) == len(recipe["offset"])):
+        problems.append("pair, aug and offset differ in length")
+    if recipe["augs"].ndim != 2 or recipe["augs"].shape[1] != 11 or (recipe["augs"][:, 0] > 7).any():
+        problems.append("augs must be [n, 11] rows of (dihedral 0-7, colour map)")
+    if not problems and len(recipe["pair"]):
+        dims = recipe["shapes"].max(axis=1)[recipe["pair"]].astype(np.int64)  # [E, 2] largest (h, w) of the pair
+        swap = np.isin(recipe["augs"][recipe["aug"], 0], TRANSPOSING)
+        dims[swap] = dims[swap][:, ::-1]
+        if (recipe["offset"].astype(np.int64) + dims > MAX_SIZE).any():
+            problems.append("an offset puts a grid outside the 30x30 canvas")
+    if problems:
+        raise DataError(f"{path}: inconsistent recipe ({problems[0]})")
+    return RecipeRows(recipe, 0), RecipeRows(recipe, 1)
 
 
 @dataclass
@@ -444,10 +565,12 @@ def build_dataset(
     seed: int = 42,
     translate: bool = True,
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    lazy: bool = False,
 ) -> BuildSummary:
     """Write an ARC data set in the official layout: train and test splits, identifiers.json,
     test_puzzles.json and task.json. `tasks` maps subset name -> tasks, in the order to process them.
-    `progress(description, total)` may return a per-item callback for progress bars."""
+    `progress(description, total)` may return a per-item callback for progress bars. With `lazy`, each
+    split stores a row recipe instead of its rows (same rows when read, ~150x less disk, trm-only)."""
     if test_set is not None and test_set not in tasks:
         raise ArcError(f"the test set {test_set!r} is not among the subsets {', '.join(tasks)}")
     clash, duplicates = _overlap(tasks, test_set) if test_set is not None else ([], [])
@@ -476,8 +599,9 @@ def build_dataset(
         if not groups:
             continue
         tick = progress(f"writing {split}", len(groups)) if progress else None
-        with DatasetWriter(out_dir, split, SEQ_LEN) as writer:
-            _write_split(writer, groups, ids, translate and split == "train", rng, tick)
+        with DatasetWriter(out_dir, split, SEQ_LEN, rows=not lazy) as writer:
+            write = _write_recipe if lazy else _write_rows
+            write(writer, groups, ids, translate and split == "train", rng, tick)
             meta = writer.close(vocab_size=VOCAB_SIZE, num_puzzle_identifiers=len(names))
         splits[split] = {
             "groups": meta.total_groups,
