@@ -71,7 +71,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
         "--lazy",
         action="store_true",
         help="store each split as a row recipe (source grids + augmentation/offset per example), rows computed "
-        "when read: the same rows, ~150x less disk, read by trm only",
+        "when read: the same rows, ~70x less disk, read by trm only",
     )
     a.add_argument("--seed", type=int, default=42, help="official: 42")
 

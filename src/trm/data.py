@@ -11,7 +11,7 @@ Layout (identical to the official builders', so data sets load in either code ba
 
 A split may hold `rows_recipe.npz` instead of the two row arrays (`trm data arc --lazy`): the source grids
 and, per example, which pair, augmentation and offset make its row; rows are then computed when read. Such
-a split is ~150x smaller but only trm reads it.
+a split is ~70x smaller but only trm reads it.
 
 A group is one original puzzle with its augmentations; a puzzle is one (augmented) task with one
 identifier; an example is one input/label pair.

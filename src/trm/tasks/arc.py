@@ -570,7 +570,7 @@ def build_dataset(
     """Write an ARC data set in the official layout: train and test splits, identifiers.json,
     test_puzzles.json and task.json. `tasks` maps subset name -> tasks, in the order to process them.
     `progress(description, total)` may return a per-item callback for progress bars. With `lazy`, each
-    split stores a row recipe instead of its rows (same rows when read, ~150x less disk, trm-only)."""
+    split stores a row recipe instead of its rows (same rows when read, ~70x less disk, trm-only)."""
     if test_set is not None and test_set not in tasks:
         raise ArcError(f"the test set {test_set!r} is not among the subsets {', '.join(tasks)}")
     clash, duplicates = _overlap(tasks, test_set) if test_set is not None else ([], [])
