@@ -245,7 +245,8 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
         for path in checkpoints:
             model, ckpt = load_checkpoint(path, device)
             check_fits(model, ds)  # before the progress bar, so a mismatch is one clean line
-            checker = None if collector else SolutionCounter(task_for(ckpt, model.config))
+            task = task_for(ckpt, model.config)
+            checker = None if collector or task.name == "arc" else SolutionCounter(task)  # ARC has no checker
             with tqdm(total=total, desc=f"eval {ckpt.name}", unit="ex", file=sys.stderr, disable=rank != 0) as bar:
                 res = evaluate(
                     model,
