@@ -124,6 +124,12 @@ def test_fractional_credit_and_all_or_nothing():
     assert score(votes, tasks, pass_ks=(2,), all_or_nothing=True).pass_at == {2: 0.0}
     res = score(votes, tasks, pass_ks=(2,))
     assert res.submission["u"] == [{"attempt_1": [[0]], "attempt_2": [[0]]}]
+    empty = np.zeros((0, 0), dtype=np.uint8)
+    for _ in range(3):  # an empty prediction wins the vote but is never submitted
+        votes.add("t", arc.encode_grid(task.test[1][0]), np.zeros(900, dtype=np.uint8), 0.9)
+    assert votes.ranked("t", task.test[1][0])[0][0] == arc.grid_hash(empty)
+    second = score(votes, tasks, pass_ks=(2,)).submission["t"][1]
+    assert second == {"attempt_1": [[0, 0, 0]] * 3, "attempt_2": [[0, 0, 0]] * 3}
     assert res.solved == {"t": [True, False], "u": [False]}
 
 

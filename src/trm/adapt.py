@@ -45,7 +45,7 @@ class Attempts:
     def attempts(self, k: int = 2) -> list[list[np.ndarray]]:
         out = []
         for ranked in self.candidates:
-            grids = [g for g, _, _ in ranked[:k]] or [np.zeros((1, 1), dtype=np.uint8)]
+            grids = [g for g, _, _ in ranked if g.size][:k] or [np.zeros((1, 1), dtype=np.uint8)]  # no empty grids
             out.append(grids + [grids[0]] * (k - len(grids)))
         return out
 

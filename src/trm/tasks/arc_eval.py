@@ -114,7 +114,8 @@ def score(
     all_or_nothing: bool = False,
 ) -> ArcScore:
     """Vote, score pass@K over `test_tasks` (with solutions) and build the submission (`attempts` grids
-    per test input; the best one repeated when fewer candidates exist, [[0]] when there is none)."""
+    per test input, empty predictions skipped; the best one repeated when fewer candidates exist, [[0]] when
+    there is none)."""
     totals = dict.fromkeys(pass_ks, 0.0)
     submission: dict[str, list[dict[str, list[list[int]]]]] = {}
     solved: dict[str, list[bool]] = {}
@@ -128,7 +129,8 @@ def score(
             for k in pass_ks:
                 hits[k].append(position is not None and position < k)
             in_attempts.append(position is not None and position < attempts)
-            grids = [votes.grids[h].tolist() for h, _, _ in ranked[:attempts]] or [[[0]]]
+            # attempts skip empty (0x0) predictions, which no ARC answer is; pass@K above keeps them, as official
+            grids = [votes.grids[h].tolist() for h, _, _ in ranked if votes.grids[h].size][:attempts] or [[[0]]]
             grids += [grids[0]] * (attempts - len(grids))
             entries.append({f"attempt_{i + 1}": g for i, g in enumerate(grids)})
         submission[name] = entries
