@@ -153,6 +153,7 @@ def solve_new_task(
     blank-identity attempts (if asked) and the adapted model."""
     cfg = cfg or AdaptConfig()
     rng = np.random.RandomState(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the halting exploration draws from torch's global generator
     augs = arc.draw_augmentations(list(task.train) + [(x, x) for x, _ in task.test], cfg.aug, rng)
     adapted = with_new_identifiers(model, len(augs))
     inputs, labels, ids = _examples(task, augs, cfg.translate, rng)
