@@ -108,3 +108,18 @@ def test_solve_rejects_bad_task_files(tmp_path, capsys, content, message):
     assert main(["solve", str(ckpt), str(bad), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_solve_a_kaggle_challenges_file_uses_its_solutions(tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    tiny_model().save_pretrained(ckpt)
+    (ckpt / "task.json").write_text(json.dumps({"task": "arc"}))
+    challenges = FIXTURE / "arc-agi_evaluation_challenges.json"
+    out = tmp_path / "submission.json"
+    argv = ["solve", str(ckpt), str(challenges), "--aug", "1", "--adapt-steps", "1", "--adapt-batch", "2",
+            "--out", str(out), "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    tasks = arc.load_subset(FIXTURE / "arc-agi", "evaluation")
+    n_test = sum(len(t.test) for t in tasks)
+    assert f"of {n_test} test inputs with the learned identity" in capsys.readouterr().out  # solutions were found
+    assert list(json.loads(out.read_text())) == [t.name for t in tasks]
