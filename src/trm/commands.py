@@ -336,7 +336,7 @@ def _arc_tasks(path: str) -> list:
     from trm.tasks import arc
 
     p = Path(path)
-    obj = arc._read_json(p)
+    obj = arc.read_json(p)
     if isinstance(obj, dict) and "train" in obj:
         return [arc.parse_task(obj, p.stem, str(p))]
     if isinstance(obj, dict) and p.name.endswith("_challenges.json"):

@@ -104,7 +104,8 @@ def parse_task(obj: object, name: str, where: str | None = None) -> ArcTask:
     return ArcTask(name, train, test, raw=obj)  # type: ignore[arg-type]
 
 
-def _read_json(path: Path) -> object:
+def read_json(path: Path) -> object:
+    """A JSON file; a missing or malformed one is one ArcError line."""
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -115,7 +116,7 @@ def _read_json(path: Path) -> object:
 
 def load_task_file(path: Path) -> ArcTask:
     """One task from a file of the public ARC-AGI repositories (`data/<split>/<id>.json`)."""
-    return parse_task(_read_json(path), Path(path).stem, str(path))
+    return parse_task(read_json(path), Path(path).stem, str(path))
 
 
 def _with_solutions(tasks: dict, solutions: dict | None, where: str) -> dict:
@@ -136,11 +137,11 @@ def load_kaggle(prefix: str | Path, subset: str) -> list[ArcTask]:
     """`<prefix>_<subset>_challenges.json` with `<prefix>_<subset>_solutions.json` when present (the Kaggle
     combined layout). Tasks keep the file's order."""
     challenges = Path(f"{prefix}_{subset}_challenges.json")
-    tasks = _read_json(challenges)
+    tasks = read_json(challenges)
     if not isinstance(tasks, dict):
         raise ArcError(f"{challenges}: expected an object mapping task ids to tasks")
     sol_path = Path(f"{prefix}_{subset}_solutions.json")
-    solutions = _read_json(sol_path) if sol_path.is_file() else None
+    solutions = read_json(sol_path) if sol_path.is_file() else None
     if solutions is not None and not isinstance(solutions, dict):
         raise ArcError(f"{sol_path}: expected an object mapping task ids to lists of output grids")
     _with_solutions(tasks, solutions, str(sol_path))
@@ -627,7 +628,7 @@ def read_test_puzzles(root: Path) -> dict[str, ArcTask]:
     path = Path(root) / "test_puzzles.json"
     if not path.is_file():
         raise DataError(f"{root}: no test_puzzles.json (not an ARC data set?)")
-    obj = _read_json(path)
+    obj = read_json(path)
     if not isinstance(obj, dict):
         raise DataError(f"{path}: expected an object mapping task ids to tasks")
     return {name: parse_task(task, name, f"{path}: task {name}") for name, task in obj.items()}
