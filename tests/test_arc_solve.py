@@ -82,11 +82,12 @@ def test_solve_cli_writes_two_attempts_per_test_input(tmp_path, capsys):
     task_file = tmp_path / f"{task.name}.json"
     task_file.write_text(json.dumps(task.raw))
     out = tmp_path / "attempts.json"
-    argv = ["solve", str(ckpt), str(task_file), "--aug", "3", "--adapt-steps", "2", "--adapt-batch", "4",
+    argv = ["solve", str(ckpt), str(task_file), "--aug", "3", "--adapt-steps", "2", "--adapt-batch", "4", "--trace",
             "--out", str(out), "--blank", "--device", "cpu", "--show-dir", str(tmp_path / "png")]  # fmt: skip
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "learned identity" in text and "blank identity" in text
+    assert "step 1" in text and "step 2" in text  # --trace: the answer after each supervision step
     sub = json.loads(out.read_text())
     assert list(sub) == [task.name] and len(sub[task.name]) == len(task.test)
     for entry in sub[task.name]:

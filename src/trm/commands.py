@@ -394,8 +394,9 @@ def _solve_arc(args: argparse.Namespace, model, task) -> int:
             if args.trace:
                 tokens = torch.from_numpy(arc.encode_grid(x).astype(np.int32))[None].to(adapted.y_init.device)
                 res = think(adapted, tokens, torch.ones(1, dtype=torch.int32, device=tokens.device), trace=True)
-                for step, pred in enumerate(res.trace or [], 1):
-                    print(f"step {step}: {task.format(arc.crop(pred[0].cpu().numpy()))}")
+                steps = [(f"step {k}", arc.crop(p[0].cpu().numpy())) for k, p in enumerate(res.trace or [], 1)]
+                print("answer after each supervision step (original orientation, learned identity):")
+                print(arc.side_by_side(steps, colour=sys.stdout.isatty()))
             if args.show_dir:
                 from trm.render import save_png
 
