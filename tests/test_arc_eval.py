@@ -205,3 +205,18 @@ def test_blank_identifiers_equal_a_table_of_blank_rows(mini):
     model.puzzle_emb.weight[:] = model.puzzle_emb.weight[0].clone()
     np.testing.assert_allclose(evaluate(model, ds, **kw).outputs["logits"], blank, atol=1e-5)
     assert np.abs(own - blank).max() > 1e-2  # the identity matters to this model
+
+
+@pytest.mark.slow
+def test_training_on_lazy_arc_data_logs_the_voting_score(tmp_path, capsys):
+    data = tmp_path / "lazy"
+    tasks = {"evaluation": arc.load_subset(FIXTURE / "arc-agi", "evaluation")[:2]}
+    arc.build_dataset(data, tasks, "evaluation", aug=2, seed=0, lazy=True)
+    argv = ["train", "arc-cpu", f"data={data}", "hidden_size=32", "puzzle_emb_ndim=32", "num_heads=2",
+            "global_batch_size=4", "max_steps=3", "eval_interval=1000", "--run-dir", str(tmp_path / "run"),
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    final = [r for r in rows if r["split"] == "eval"][-1]
+    assert {"ARC/pass@1", "ARC/pass@2", "ARC/pass@1000"} <= set(final) and final["count"] == 6
+    assert (tmp_path / "run" / "checkpoints" / "step_3" / "task.json").is_file()
