@@ -250,3 +250,20 @@ def test_damaged_recipe_is_one_clear_error(tmp_path, capsys):
     recipe.write_bytes(b"not a zip")
     with pytest.raises(DataError, match="corrupt recipe"):
         load_split(tmp_path, "train")
+
+
+def test_rebuild_in_place_never_mixes_old_and_new(tmp_path):
+    arc.build_dataset(tmp_path, mini_tasks(), "evaluation", aug=2, seed=0)
+    assert load_split(tmp_path, "test").num_examples > 0
+    arc.build_dataset(tmp_path, {"training": mini_tasks()["training"]}, None, aug=1, seed=0, lazy=True)
+    with pytest.raises(DataError, match="no dataset.json"):
+        load_split(tmp_path, "test")  # the old test split no longer passes for part of this build
+    assert not (tmp_path / "train" / "all__inputs.npy").exists()  # the eager rows gave way to the recipe
+    assert load_split(tmp_path, "train").num_puzzles == 2 * len(mini_tasks()["training"])
+
+
+def test_huge_cell_values_are_a_colour_error_not_an_overflow():
+    with pytest.raises(arc.ArcError, match="colour 100000000000000000000 outside 0-9"):
+        arc.parse_grid([[100000000000000000000]], "g")
+    with pytest.raises(arc.ArcError, match="cannot read"):
+        arc.read_json(FIXTURE)  # a directory

@@ -124,3 +124,13 @@ def test_solve_a_kaggle_challenges_file_uses_its_solutions(tmp_path, capsys):
     n_test = sum(len(t.test) for t in tasks)
     assert f"of {n_test} test inputs with the learned identity" in capsys.readouterr().out  # solutions were found
     assert list(json.loads(out.read_text())) == [t.name for t in tasks]
+
+
+@pytest.mark.parametrize("content", ["{oops", '{"task": "sudoku"}', '{"task": "maze", "size": "x"}'])
+def test_a_malformed_task_file_in_a_checkpoint_is_one_line(tmp_path, capsys, content):
+    ckpt = tmp_path / "ckpt"
+    tiny_model().save_pretrained(ckpt)
+    (ckpt / "task.json").write_text(content)
+    assert main(["solve", str(ckpt), "[[1]]", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "task.json" in err[0] and "malformed task file" in err[0]

@@ -33,6 +33,8 @@ class AdaptConfig:
     weight_decay: float = 0.1
     translate: bool = True
     seed: int = 0
+    think_steps: int | None = None  # supervision steps when predicting (default N_sup)
+    halt: bool = False  # stop each row when the Q head says halt
 
 
 @dataclass
@@ -118,7 +120,14 @@ def fine_tune(
 
 
 @torch.no_grad()
-def vote(model: TRM, task: arc.ArcTask, augs: list[arc.Aug], blank: bool = False) -> Votes:
+def vote(
+    model: TRM,
+    task: arc.ArcTask,
+    augs: list[arc.Aug],
+    blank: bool = False,
+    steps: int | None = None,
+    halt: bool = False,
+) -> Votes:
     """Every augmented copy of every test input, with its identifier (or the blank one), un-done and voted."""
     names = ["<blank>"] + [a.name(task.name) for a in augs]
     pairs = [(k, arc.encode_grid(a.apply(x))) for k, a in enumerate(augs, start=1) for x, _ in task.test]
@@ -133,6 +142,8 @@ def vote(model: TRM, task: arc.ArcTask, augs: list[arc.Aug], blank: bool = False
             model,
             torch.from_numpy(inputs[part].astype(np.int32)).to(device),
             torch.from_numpy(fed[part].astype(np.int32)).to(device),
+            steps=steps,
+            halt=halt,
         )
         votes.add_batch(names, ids[part], inputs[part], res.preds.cpu().numpy(), res.q_halt.float().cpu().numpy())
     return votes
@@ -158,6 +169,9 @@ def solve_new_task(
     adapted = with_new_identifiers(model, len(augs))
     inputs, labels, ids = _examples(task, augs, cfg.translate, rng)
     loss = fine_tune(adapted, inputs, labels, ids, cfg, progress)
-    learned = Attempts(ranked_candidates(vote(adapted, task, augs), task), loss)
-    without = Attempts(ranked_candidates(vote(adapted, task, augs, blank=True), task), loss) if blank else None
+    options = {"steps": cfg.think_steps, "halt": cfg.halt}
+    learned = Attempts(ranked_candidates(vote(adapted, task, augs, **options), task), loss)
+    without = None
+    if blank:
+        without = Attempts(ranked_candidates(vote(adapted, task, augs, blank=True, **options), task), loss)
     return learned, without, adapted

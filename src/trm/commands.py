@@ -240,13 +240,24 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
         collector = VoteCollector.for_data(args.data) if args.split == "test" else None
         if collector is None and (args.submission or args.ensemble):
             raise ConfigError("--submission and --ensemble need an ARC data set (with test_puzzles.json)")
+        if world > 1 and (args.show or args.save_outputs):
+            raise ConfigError("--show and --save-outputs run in a single process (not under torchrun)")
+        if args.ensemble and args.save_outputs:
+            raise ConfigError("--save-outputs saves one checkpoint's outputs; give no --ensemble with it")
+        if args.attempts < 1:
+            raise ConfigError(f"--attempts must be at least 1, got {args.attempts}")
         total = min(ds.num_examples, args.max_examples or ds.num_examples)
         shown: list = []
         for path in checkpoints:
             model, ckpt = load_checkpoint(path, device)
             check_fits(model, ds)  # before the progress bar, so a mismatch is one clean line
-            task = task_for(ckpt, model.config)
-            checker = None if collector or task.name == "arc" else SolutionCounter(task)  # ARC has no checker
+            checker = None
+            if collector is None:
+                try:
+                    task = task_for(ckpt, model.config)
+                    checker = None if task.name == "arc" else SolutionCounter(task)  # ARC answers have no checker
+                except CheckpointError:
+                    pass  # a checkpoint of an unknown task still gets the generic metrics
             with tqdm(total=total, desc=f"eval {ckpt.name}", unit="ex", file=sys.stderr, disable=rank != 0) as bar:
                 res = evaluate(
                     model,
@@ -256,7 +267,7 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
                     halt=args.halt,
                     max_examples=args.max_examples,
                     save_outputs=args.save_outputs is not None or (args.show > 0 and not shown),
-                    progress=lambda n: bar.update(n * world),
+                    progress=lambda n: bar.update(min(n * world, bar.total - bar.n)),
                     on_batch=collector or checker,
                     rank=rank,
                     world_size=world,
@@ -354,8 +365,22 @@ def _solve_arc(args: argparse.Namespace, model, task) -> int:
     from trm.tasks import arc
     from trm.tasks.arc_eval import write_submission
 
+    for flag, value, low in (
+        ("--aug", args.aug, 0),
+        ("--adapt-steps", args.adapt_steps, 0),
+        ("--adapt-batch", args.adapt_batch, 1),
+    ):
+        if value < low:
+            raise ConfigError(f"{flag} must be at least {low}, got {value}")
     tasks = _arc_tasks(args.puzzle)
-    cfg = AdaptConfig(aug=args.aug, steps=args.adapt_steps, batch_size=args.adapt_batch, seed=args.seed)
+    cfg = AdaptConfig(
+        aug=args.aug,
+        steps=args.adapt_steps,
+        batch_size=args.adapt_batch,
+        seed=args.seed,
+        think_steps=args.steps,
+        halt=args.halt,
+    )
     submission, solved, known = {}, {"learned": 0, "blank": 0}, 0
     for item in tasks:
         with tqdm(total=cfg.steps, desc=f"adapting {item.name}", unit="step", file=sys.stderr) as bar:
@@ -393,7 +418,8 @@ def _solve_arc(args: argparse.Namespace, model, task) -> int:
                 print(f"blank identity's attempt 1 {'equals' if same else 'differs from'} the learned one")
             if args.trace:
                 tokens = torch.from_numpy(arc.encode_grid(x).astype(np.int32))[None].to(adapted.y_init.device)
-                res = think(adapted, tokens, torch.ones(1, dtype=torch.int32, device=tokens.device), trace=True)
+                ident = torch.ones(1, dtype=torch.int32, device=tokens.device)
+                res = think(adapted, tokens, ident, steps=args.steps, halt=args.halt, trace=True)
                 steps = [(f"step {k}", arc.crop(p[0].cpu().numpy())) for k, p in enumerate(res.trace or [], 1)]
                 print("answer after each supervision step (original orientation, learned identity):")
                 print(arc.side_by_side(steps, colour=sys.stdout.isatty()))

@@ -30,7 +30,12 @@ def task_from_info(info: dict) -> Task:
 def task_for(checkpoint_dir: Path, config: ModelConfig) -> Task:
     path = Path(checkpoint_dir) / TASK_FILE
     if path.is_file():
-        return task_from_info(json.loads(path.read_text()))
+        try:
+            return task_from_info(json.loads(path.read_text()))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            if isinstance(err, CheckpointError):
+                raise
+            raise CheckpointError(f"{path}: malformed task file ({type(err).__name__}: {err})") from None
     for size in (4, 6, 9):  # checkpoints converted from the official code carry no task file
         if config.seq_len == size * size:
             return SudokuTask(size)

@@ -71,13 +71,12 @@ def parse_grid(obj: object, where: str) -> Grid:
         raise ArcError(f"{where}: grid rows must be non-empty and of equal length")
     if any(not isinstance(v, int) or isinstance(v, bool) for row in obj for v in row):
         raise ArcError(f"{where}: grid cells must be integers 0-9")
-    arr = np.asarray(obj, dtype=np.int64)
-    if arr.shape[0] > MAX_SIZE or arr.shape[1] > MAX_SIZE:
-        raise ArcError(f"{where}: grid is {arr.shape[0]}x{arr.shape[1]}, larger than {MAX_SIZE}x{MAX_SIZE}")
-    if arr.min() < 0 or arr.max() > 9:
-        bad = int(arr.min()) if arr.min() < 0 else int(arr.max())
+    if len(obj) > MAX_SIZE or width > MAX_SIZE:
+        raise ArcError(f"{where}: grid is {len(obj)}x{width}, larger than {MAX_SIZE}x{MAX_SIZE}")
+    bad = next((v for row in obj for v in row if not 0 <= v <= 9), None)  # Python ints: no overflow
+    if bad is not None:
         raise ArcError(f"{where}: colour {bad} outside 0-9")
-    return arr.astype(np.uint8)
+    return np.asarray(obj, dtype=np.uint8)
 
 
 def _pairs(obj: object, where: str, need_output: bool) -> list[tuple[Grid, Grid | None]]:
@@ -110,6 +109,8 @@ def read_json(path: Path) -> object:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise ArcError(f"{path}: no such file") from None
+    except OSError as err:
+        raise ArcError(f"{path}: cannot read ({err.strerror or err})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ArcError(f"{path}: not valid JSON ({err})") from None
 
@@ -476,6 +477,7 @@ def _write_recipe(
         offset=np.frombuffer(offset_of, dtype=np.uint8).reshape(-1, 2),
         augs=augs,
     )
+    (writer.dir / "dataset.json").unlink(missing_ok=True)  # an old split stops looking valid before it changes
     tmp.replace(writer.dir / ROWS_RECIPE)  # before close() writes dataset.json: the split appears complete
     for stale in ("inputs", "labels"):  # an eager build of the same split would shadow the recipe
         (writer.dir / f"all__{stale}.npy").unlink(missing_ok=True)
@@ -595,9 +597,12 @@ def build_dataset(
                 ids[name] = len(names)
                 names.append(name)
     out_dir = Path(out_dir)
+    for stale in ("identifiers.json", "test_puzzles.json", "task.json"):  # until rewritten, no half-new data set
+        (out_dir / stale).unlink(missing_ok=True)
     splits = {}
     for split, groups in (("train", train), ("test", test)):
-        if not groups:
+        if not groups:  # a split of an earlier build in the same place must not pass for this build's
+            (out_dir / split / "dataset.json").unlink(missing_ok=True)
             continue
         tick = progress(f"writing {split}", len(groups)) if progress else None
         with DatasetWriter(out_dir, split, SEQ_LEN, rows=not lazy) as writer:

@@ -128,9 +128,10 @@ def score(
             position = next((i for i, c in enumerate(ranked) if c[0] == truth), None)
             for k in pass_ks:
                 hits[k].append(position is not None and position < k)
-            in_attempts.append(position is not None and position < attempts)
             # attempts skip empty (0x0) predictions, which no ARC answer is; pass@K above keeps them, as official
-            grids = [votes.grids[h].tolist() for h, _, _ in ranked if votes.grids[h].size][:attempts] or [[[0]]]
+            submitted = [h for h, _, _ in ranked if votes.grids[h].size][:attempts]
+            in_attempts.append(truth in submitted)
+            grids = [votes.grids[h].tolist() for h in submitted] or [[[0]]]
             grids += [grids[0]] * (attempts - len(grids))
             entries.append({f"attempt_{i + 1}": g for i, g in enumerate(grids)})
         submission[name] = entries
