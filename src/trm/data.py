@@ -252,13 +252,18 @@ class DatasetWriter:
             self.abort()
 
 
+def write_json(path: Path, obj: Any) -> None:
+    """Write a JSON file atomically (a temporary file renamed into place): readers never see half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj))
+    tmp.replace(path)
+
+
 def write_identifiers(out_dir: Path, names: list[str]) -> None:
     """`identifiers.json`: identifier id -> name, "<blank>" at 0 (official)."""
-    path = Path(out_dir) / "identifiers.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("identifiers.json.tmp")
-    tmp.write_text(json.dumps(list(names)))
-    tmp.replace(path)
+    write_json(Path(out_dir) / "identifiers.json", list(names))
 
 
 def read_identifiers(root: Path) -> list[str]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trm.data import ROWS_RECIPE, DataError, DatasetWriter, write_identifiers
+from trm.data import ROWS_RECIPE, DataError, DatasetWriter, write_identifiers, write_json
 from trm.errors import TRMError
 from trm.tasks import grids
 
@@ -616,16 +616,10 @@ def build_dataset(
             "mean_puzzle_examples": meta.mean_puzzle_examples,
         }
     write_identifiers(out_dir, names)
-    _write_json(out_dir / "test_puzzles.json", test_puzzles)
-    _write_json(out_dir / "task.json", {"task": "arc"})
+    write_json(out_dir / "test_puzzles.json", test_puzzles)
+    write_json(out_dir / "task.json", {"task": "arc"})
     short = sum(1 for g in train if len(g.augs) < aug + 1)
     return BuildSummary(list(tasks), test_set, aug, seed, splits, len(names), short, duplicates)
-
-
-def _write_json(path: Path, obj: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    tmp.replace(path)
 
 
 def read_test_puzzles(root: Path) -> dict[str, ArcTask]:

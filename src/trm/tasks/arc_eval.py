@@ -15,7 +15,6 @@ choice (`Votes.merge`, `trm eval --ensemble`). Under torch.distributed each rank
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trm.data import read_identifiers
+from trm.data import read_identifiers, write_json
 from trm.supervision import ThinkResult
 from trm.tasks import arc
 
@@ -144,11 +143,7 @@ def score(
 
 def write_submission(path: Path, submission: dict) -> None:
     """The Kaggle `submission.json` (task -> list over test inputs of {"attempt_1": grid, "attempt_2": grid})."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(submission))
-    tmp.replace(path)
+    write_json(path, submission)
 
 
 class VoteCollector:

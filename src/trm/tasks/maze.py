@@ -15,14 +15,13 @@ Path lengths are counted in moves: a path of L moves has L - 1 'o' cells.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from trm.data import DatasetWriter, write_identifiers
+from trm.data import DatasetWriter, write_identifiers, write_json
 from trm.errors import TRMError
 from trm.tasks import grids
 from trm.tasks.base import download_hf_csv
@@ -587,7 +586,7 @@ def build_dataset(
             bar.close()
         summary[split] = {"groups": meta.total_groups, "puzzles": meta.total_puzzles, "examples": examples}
     write_identifiers(out_dir, ["<blank>"])
-    (out_dir / "task.json").write_text(json.dumps({"task": "maze", "size": size}) + "\n")
+    write_json(out_dir / "task.json", {"task": "maze", "size": size})
     return summary
 
 

@@ -18,7 +18,6 @@ numbers.
 from __future__ import annotations
 
 import csv
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trm.data import DatasetWriter, write_identifiers
+from trm.data import DatasetWriter, write_identifiers, write_json
 from trm.errors import TRMError
 from trm.tasks.base import download_hf_csv
 
@@ -594,7 +593,7 @@ def build_dataset(
             "examples": len(pairs) * (n_aug + 1),
         }
     write_identifiers(out_dir, ["<blank>"])
-    (out_dir / "task.json").write_text(json.dumps({"task": "sudoku", "size": size}) + "\n")
+    write_json(out_dir / "task.json", {"task": "sudoku", "size": size})
     return summary
 
 
