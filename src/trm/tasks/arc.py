@@ -36,7 +36,6 @@ SEP = "|||"  # official augmented-name separator: "<task>|||t<dihedral>|||<10 di
 RETRIES = 5  # official: up to RETRIES * aug trials per task
 TRANSPOSING = (1, 3, 6, 7)  # dihedral ids that swap a grid's height and width
 ARC1 = ("training", "evaluation", "concept")  # default subsets, test set "evaluation"
-ARC2 = ("training2", "evaluation2", "concept")  # test set "evaluation2"
 # The standard ARC palette (as in the ARC-AGI testing interface), colour 0..9.
 PALETTE = (
     "#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00",
@@ -58,7 +57,17 @@ class ArcTask:
     name: str
     train: list[tuple[Grid, Grid]]
     test: list[tuple[Grid, Grid | None]]
-    raw: dict = field(default_factory=dict, repr=False)  # the task as read (for test_puzzles.json)
+    raw: dict = field(default_factory=dict, repr=False)  # the JSON object as read
+
+    def test_pairs(self) -> list[tuple[Grid, Grid]]:
+        """Test pairs with a missing solution filled with [[0]], as the official builder does."""
+        return [(x, y if y is not None else np.zeros((1, 1), dtype=np.uint8)) for x, y in self.test]
+
+    def all_pairs(self) -> list[tuple[Grid, Grid]]:
+        """Demonstration and test pairs in the order of the task's JSON keys (the Kaggle ARC-1 files list
+        "test" first), which is the order the official builder gives them when both go to training."""
+        keys = [k for k in self.raw if k in ("train", "test")]
+        return self.test_pairs() + self.train if keys[:1] == ["test"] else self.train + self.test_pairs()
 
 
 # -- grids and tasks ------------------------------------------------------------------------------------
@@ -337,11 +346,6 @@ class _Group:
     augs: list[Aug]
 
 
-def _test_pairs(task: ArcTask) -> list[tuple[Grid, Grid]]:
-    """Test pairs with a missing solution filled with [[0]], as the official builder does."""
-    return [(x, y if y is not None else np.zeros((1, 1), dtype=np.uint8)) for x, y in task.test]
-
-
 def _overlap(tasks: dict[str, list[ArcTask]], test_set: str) -> tuple[list[str], list[str]]:
     """Test-set tasks whose id appears in another subset (a leak: ARC-AGI-2 training holds 376 ARC-AGI-1
     evaluation tasks), and other tasks whose demonstrations equal a test-set task's (ARC-AGI-1 itself has
@@ -375,17 +379,14 @@ def plan_groups(
         order = list(items)
         rng.shuffle(order)
         for task in order:
-            demos = list(task.train)
             if subset == test_set:
-                held = _test_pairs(task)
-                augs = draw_augmentations(demos + held, aug, rng)
-                train.append(_Group(task, demos, augs))
+                held = task.test_pairs()
+                augs = draw_augmentations(task.train + held, aug, rng)
+                train.append(_Group(task, task.train, augs))
                 test.append(_Group(task, held, augs))
                 test_puzzles[task.name] = _json_task(task)
             else:
-                # both kinds of pairs, in the order of the task's JSON keys (as the official builder lists them)
-                first_test = list(task.raw).index("test") < list(task.raw).index("train") if task.raw else False
-                pairs = _test_pairs(task) + demos if first_test else demos + _test_pairs(task)
+                pairs = task.all_pairs()
                 train.append(_Group(task, pairs, draw_augmentations(pairs, aug, rng)))
             if progress is not None:
                 progress(1)
@@ -393,10 +394,12 @@ def plan_groups(
 
 
 def _json_task(task: ArcTask) -> dict:
-    def pair(x: Grid, y: Grid | None) -> dict:
-        return {"input": x.tolist(), "output": (y if y is not None else np.zeros((1, 1), np.uint8)).tolist()}
+    """The task as test_puzzles.json holds it: solutions filled in (official)."""
 
-    return {"train": [pair(x, y) for x, y in task.train], "test": [pair(x, y) for x, y in task.test]}
+    def pairs(items: list[tuple[Grid, Grid]]) -> list[dict]:
+        return [{"input": x.tolist(), "output": y.tolist()} for x, y in items]
+
+    return {"train": pairs(task.train), "test": pairs(task.test_pairs())}
 
 
 def _placements(
@@ -443,14 +446,14 @@ def _write_recipe(
     writer: DatasetWriter, groups: list[_Group], ids: dict[str, int], translate: bool, rng, progress
 ) -> None:
     """The rows as a recipe: source grids once, and per example (pair, augmentation, offset)."""
-    grids, shapes, first_pair = [], [], []
+    sources, shapes, first_pair = [], [], []
     for group in groups:
-        first_pair.append(len(grids))
+        first_pair.append(len(sources))
         for pair in group.pairs:
             canvas = np.zeros((2, MAX_SIZE, MAX_SIZE), dtype=np.uint8)
             for side, grid in enumerate(pair):
                 canvas[side, : grid.shape[0], : grid.shape[1]] = grid
-            grids.append(canvas)
+            sources.append(canvas)
             shapes.append([pair[0].shape, pair[1].shape])
     aug_index: dict[Aug, int] = {}
     pair_of, aug_of, offset_of = array("i"), array("i"), array("B")
@@ -470,7 +473,7 @@ def _write_recipe(
     tmp = writer.dir / (ROWS_RECIPE + ".tmp.npz")
     np.savez(
         tmp,
-        grids=np.stack(grids),
+        grids=np.stack(sources),
         shapes=np.asarray(shapes, dtype=np.uint8).reshape(-1, 2, 2),
         pair=np.frombuffer(pair_of, dtype=np.int32),
         aug=np.frombuffer(aug_of, dtype=np.int32),
