@@ -220,3 +220,12 @@ def test_training_on_lazy_arc_data_logs_the_voting_score(tmp_path, capsys):
     final = [r for r in rows if r["split"] == "eval"][-1]
     assert {"ARC/pass@1", "ARC/pass@2", "ARC/pass@1000"} <= set(final) and final["count"] == 6
     assert (tmp_path / "run" / "checkpoints" / "step_3" / "task.json").is_file()
+
+
+def test_an_identifier_without_a_name_is_a_data_error():
+    from trm.data import DataError
+
+    votes = Votes()
+    tokens = arc.encode_grid(np.ones((2, 2), dtype=np.uint8))[None]
+    with pytest.raises(DataError, match="puzzle identifier 3 has no name"):
+        votes.add_batch(["<blank>", "a"], np.array([3]), tokens, tokens, np.zeros(1))

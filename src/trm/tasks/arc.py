@@ -20,6 +20,7 @@ import json
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -250,12 +251,19 @@ class Aug:
             return task
         return f"{task}{SEP}t{self.t}{SEP}{''.join(str(c) for c in self.colour_map)}"
 
+    @cached_property
+    def _forward(self) -> np.ndarray:
+        return np.asarray(self.colour_map, dtype=np.uint8)
+
+    @cached_property
+    def _backward(self) -> np.ndarray:
+        return np.argsort(self._forward).astype(np.uint8)
+
     def apply(self, grid: Grid) -> Grid:
-        return grids.dihedral(np.asarray(self.colour_map, dtype=np.uint8)[grid], self.t)
+        return grids.dihedral(self._forward[grid], self.t)
 
     def invert(self, grid: Grid) -> Grid:
-        inverse = np.argsort(np.asarray(self.colour_map)).astype(np.uint8)
-        return inverse[grids.dihedral(grid, grids.DIHEDRAL_INVERSE[self.t])]
+        return self._backward[grids.dihedral(grid, grids.DIHEDRAL_INVERSE[self.t])]
 
 
 def split_name(name: str) -> tuple[str, Aug]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trm.data import read_identifiers, write_json
+from trm.data import DataError, read_identifiers, write_json
 from trm.supervision import ThinkResult
 from trm.tasks import arc
 
@@ -38,12 +38,14 @@ class Votes:
 
     def add(self, name: str, input_tokens: np.ndarray, pred_tokens: np.ndarray, confidence: float) -> None:
         """One prediction row of the puzzle called `name` (an identifier name, maybe augmented)."""
-        task, aug = arc.split_name(name)
+        self._add(*arc.split_name(name), input_tokens, pred_tokens, confidence)
+
+    def _add(self, task: str, aug: arc.Aug, input_tokens: np.ndarray, pred_tokens: np.ndarray, q: float) -> None:
         input_hash = arc.grid_hash(aug.invert(arc.crop(input_tokens)))
         pred = aug.invert(arc.crop(pred_tokens))
         pred_hash = arc.grid_hash(pred)
         self.grids.setdefault(pred_hash, pred)
-        self.ballots.setdefault(task, {}).setdefault(input_hash, []).append((pred_hash, float(confidence)))
+        self.ballots.setdefault(task, {}).setdefault(input_hash, []).append((pred_hash, float(q)))
 
     def add_batch(
         self,
@@ -55,9 +57,15 @@ class Votes:
         blank_id: int = 0,
     ) -> None:
         confidence = 1 / (1 + np.exp(-np.asarray(q_halt_logits, dtype=np.float64)))
-        for ident, x, y, q in zip(identifiers, inputs, preds, confidence, strict=True):
-            if int(ident) != blank_id:  # padding rows
-                self.add(names[int(ident)], x, y, q)
+        parsed: dict[int, tuple[str, arc.Aug]] = {}  # each identifier's name is parsed once per batch
+        for ident, x, y, q in zip(identifiers.tolist(), inputs, preds, confidence, strict=True):
+            if ident == blank_id:  # padding rows
+                continue
+            if ident not in parsed:
+                if not 0 <= ident < len(names):
+                    raise DataError(f"puzzle identifier {ident} has no name in identifiers.json ({len(names)} names)")
+                parsed[ident] = arc.split_name(names[ident])
+            self._add(*parsed[ident], x, y, q)
 
     def merge(self, other: Votes) -> Votes:
         for h, g in other.grids.items():
@@ -76,6 +84,17 @@ class Votes:
             entry[1] += q
         stats = [(h, int(n), s / n) for h, (n, s) in tally.items()]
         return sorted(stats, key=lambda c: (c[1], c[2]), reverse=True)  # stable: first seen wins a full tie
+
+    def top(self, task: str, input_grid: np.ndarray, k: int) -> list[str]:
+        """Hashes of the `k` best candidates that are real grids: attempts skip empty (0x0) predictions,
+        which no ARC answer is (pass@K keeps them in the ranking, as official)."""
+        return [h for h, _, _ in self.ranked(task, input_grid) if self.grids[h].size][:k]
+
+    def attempts(self, task: str, input_grid: np.ndarray, k: int = 2) -> list[np.ndarray]:
+        """The `k` attempts to submit: the best candidates, the first repeated when fewer exist, [[0]] when
+        there is none (Kaggle wants every attempt)."""
+        best = [self.grids[h] for h in self.top(task, input_grid, k)] or [np.zeros((1, 1), dtype=np.uint8)]
+        return best + [best[0]] * (k - len(best))
 
 
 def gather(votes: Votes) -> Votes | None:
@@ -127,12 +146,8 @@ def score(
             position = next((i for i, c in enumerate(ranked) if c[0] == truth), None)
             for k in pass_ks:
                 hits[k].append(position is not None and position < k)
-            # attempts skip empty (0x0) predictions, which no ARC answer is; pass@K above keeps them, as official
-            submitted = [h for h, _, _ in ranked if votes.grids[h].size][:attempts]
-            in_attempts.append(truth in submitted)
-            grids = [votes.grids[h].tolist() for h in submitted] or [[[0]]]
-            grids += [grids[0]] * (attempts - len(grids))
-            entries.append({f"attempt_{i + 1}": g for i, g in enumerate(grids)})
+            in_attempts.append(truth in votes.top(name, x, attempts))
+            entries.append({f"attempt_{i + 1}": g.tolist() for i, g in enumerate(votes.attempts(name, x, attempts))})
         submission[name] = entries
         solved[name] = in_attempts
         for k in pass_ks:
