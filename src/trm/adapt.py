@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from trm.data import IGNORE_LABEL
 from trm.models.trm import TRM
 from trm.optim import SignSGDEmbedding
 from trm.supervision import DeepSupervision, think
@@ -39,17 +40,23 @@ class AdaptConfig:
 
 @dataclass
 class Attempts:
-    """Per test input: the ranked candidate grids (best first) with votes and mean halting confidence."""
+    """The votes on a task's test inputs, and the fine-tuning loss they came from."""
 
-    candidates: list[list[tuple[np.ndarray, int, float]]]
+    task: arc.ArcTask
+    votes: Votes
     final_loss: float
 
-    def attempts(self, k: int = 2) -> list[list[np.ndarray]]:
-        out = []
-        for ranked in self.candidates:
-            grids = [g for g, _, _ in ranked if g.size][:k] or [np.zeros((1, 1), dtype=np.uint8)]  # no empty grids
-            out.append(grids + [grids[0]] * (k - len(grids)))
-        return out
+    def candidates(self, i: int) -> list[tuple[np.ndarray, int, float]]:
+        """Test input i's candidate grids, best first, with their votes and mean halting confidence."""
+        return [(self.votes.grids[h], n, q) for h, n, q in self.votes.ranked(self.task.name, self.task.test[i][0])]
+
+    def attempts(self, i: int, k: int = 2) -> list[np.ndarray]:
+        return self.votes.attempts(self.task.name, self.task.test[i][0], k)
+
+    def solved(self, i: int, k: int = 2) -> bool | None:
+        """Whether the known answer of test input i is among the k attempts (None if it is not known)."""
+        x, y = self.task.test[i]
+        return None if y is None else arc.grid_hash(y) in self.votes.top(self.task.name, x, k)
 
 
 def with_new_identifiers(model: TRM, count: int) -> TRM:
@@ -97,7 +104,7 @@ def fine_tune(
     gen = torch.Generator().manual_seed(cfg.seed)
     data = {
         "inputs": torch.from_numpy(inputs.astype(np.int32)),
-        "labels": torch.from_numpy(np.where(labels == arc.PAD, -100, labels.astype(np.int32)).astype(np.int32)),
+        "labels": torch.from_numpy(np.where(labels == arc.PAD, IGNORE_LABEL, labels.astype(np.int32))),  # not uint8
         "puzzle_identifiers": torch.from_numpy(ids.astype(np.int32)),
     }
     sup = DeepSupervision(model).train()
@@ -149,10 +156,6 @@ def vote(
     return votes
 
 
-def ranked_candidates(votes: Votes, task: arc.ArcTask) -> list[list[tuple[np.ndarray, int, float]]]:
-    return [[(votes.grids[h], n, q) for h, n, q in votes.ranked(task.name, x)] for x, _ in task.test]
-
-
 def solve_new_task(
     model: TRM,
     task: arc.ArcTask,
@@ -170,8 +173,6 @@ def solve_new_task(
     inputs, labels, ids = _examples(task, augs, cfg.translate, rng)
     loss = fine_tune(adapted, inputs, labels, ids, cfg, progress)
     options = {"steps": cfg.think_steps, "halt": cfg.halt}
-    learned = Attempts(ranked_candidates(vote(adapted, task, augs, **options), task), loss)
-    without = None
-    if blank:
-        without = Attempts(ranked_candidates(vote(adapted, task, augs, blank=True, **options), task), loss)
+    learned = Attempts(task, vote(adapted, task, augs, **options), loss)
+    without = Attempts(task, vote(adapted, task, augs, blank=True, **options), loss) if blank else None
     return learned, without, adapted

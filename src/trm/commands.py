@@ -391,12 +391,12 @@ def _solve_arc(args: argparse.Namespace, model, task) -> int:
 
             learned, blank, adapted = solve_new_task(model, item, cfg, blank=args.blank, progress=tick)
         submission[item.name] = [
-            {f"attempt_{k + 1}": g.tolist() for k, g in enumerate(grids)} for grids in learned.attempts()
+            {f"attempt_{k + 1}": g.tolist() for k, g in enumerate(learned.attempts(i))} for i in range(len(item.test))
         ]
         print(f"# task {item.name}: {len(item.train)} demonstrations, {len(item.test)} test inputs")
+        print(f"embedding loss after fine-tuning (mean of the last 10 steps): {learned.final_loss:.4f}")
         for i, (x, truth) in enumerate(item.test):
-            attempts = learned.attempts()[i]
-            ranked = learned.candidates[i]
+            attempts, ranked = learned.attempts(i), learned.candidates(i)
             votes = ", ".join(f"{n} votes / q {q:.2f}" for _, n, q in ranked[:2])
             print(f"test input {i + 1}: {len(ranked)} candidates ({votes})")
             panels = [("input", x), ("attempt 1", attempts[0]), ("attempt 2", attempts[1])]
@@ -405,16 +405,14 @@ def _solve_arc(args: argparse.Namespace, model, task) -> int:
             print(arc.side_by_side(panels, colour=sys.stdout.isatty()))
             if truth is not None:
                 known += 1
-                ok = any(np.array_equal(g, truth) for g in attempts)
-                solved["learned"] += ok
-                line = f"learned identity: {'solved' if ok else 'not solved'} in 2 attempts"
+                solved["learned"] += learned.solved(i)
+                line = f"learned identity: {'solved' if learned.solved(i) else 'not solved'} in 2 attempts"
                 if blank is not None:
-                    ok_blank = any(np.array_equal(g, truth) for g in blank.attempts()[i])
-                    solved["blank"] += ok_blank
-                    line += f"; blank identity: {'solved' if ok_blank else 'not solved'}"
+                    solved["blank"] += blank.solved(i)
+                    line += f"; blank identity: {'solved' if blank.solved(i) else 'not solved'}"
                 print(line)
             elif blank is not None:
-                same = np.array_equal(blank.attempts()[i][0], attempts[0])
+                same = np.array_equal(blank.attempts(i)[0], attempts[0])
                 print(f"blank identity's attempt 1 {'equals' if same else 'differs from'} the learned one")
             if args.trace:
                 tokens = torch.from_numpy(arc.encode_grid(x).astype(np.int32))[None].to(adapted.y_init.device)
