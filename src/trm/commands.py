@@ -252,7 +252,7 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
             model, ckpt = load_checkpoint(path, device)
             check_fits(model, ds)  # before the progress bar, so a mismatch is one clean line
             checker = None
-            if collector is None:
+            if collector is None and world == 1:  # the checker sees this process's rows only
                 try:
                     task = task_for(ckpt, model.config)
                     checker = None if task.name == "arc" else SolutionCounter(task)  # ARC answers have no checker
@@ -275,7 +275,7 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
                 )
             if rank == 0 and len(checkpoints) > 1:
                 print(f"# {ckpt}")
-            if checker is not None and world == 1:  # the checker counts this process's rows only
+            if checker is not None:
                 res.metrics.update(checker.metrics())
             if rank == 0:
                 for key, value in res.metrics.items():

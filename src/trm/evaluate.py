@@ -12,6 +12,7 @@ from torch import nn
 from trm.data import PuzzleDataset, test_batches
 from trm.errors import CheckpointError
 from trm.supervision import ThinkResult, supervision_loss, think
+from trm.tasks.base import Task
 
 
 @dataclass
@@ -113,7 +114,7 @@ class SolutionCounter:
     valid solution of the puzzle; maze: a valid shortest path, of which there may be several). Exact accuracy
     compares with one reference answer; this metric accepts every correct one."""
 
-    def __init__(self, task):
+    def __init__(self, task: Task):
         self.task, self.valid, self.total = task, 0, 0
 
     def __call__(self, batch: dict[str, torch.Tensor], res: ThinkResult, n_real: int) -> None:

@@ -32,9 +32,9 @@ def task_for(checkpoint_dir: Path, config: ModelConfig) -> Task:
     if path.is_file():
         try:
             return task_from_info(json.loads(path.read_text()))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            if isinstance(err, CheckpointError):
-                raise
+        except CheckpointError:
+            raise
+        except (OSError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:  # incl. JSONDecodeError
             raise CheckpointError(f"{path}: malformed task file ({type(err).__name__}: {err})") from None
     for size in (4, 6, 9):  # checkpoints converted from the official code carry no task file
         if config.seq_len == size * size:
