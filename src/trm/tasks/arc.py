@@ -651,35 +651,32 @@ def _ansi(colour: str) -> str:
 
 
 def render_grid(grid: Grid, colour: bool = False, wrong: np.ndarray | None = None) -> list[str]:
-    """Lines of a grid: one digit per cell, on its ARC colour with `colour`; cells flagged in `wrong` show
-    'x' instead of the digit."""
+    """Lines of a grid, two columns per cell (so every line shows 2 x width characters): the digit and a
+    space, on the cell's ARC colour with `colour`; cells flagged in `wrong` show 'x' instead of the digit."""
     lines = []
     for r, row in enumerate(np.asarray(grid)):
         cells = []
         for c, v in enumerate(row.tolist()):
             ch = "x" if wrong is not None and wrong[r, c] else str(v)
             cells.append(f"{_ansi(PALETTE[v])}{ch} \x1b[0m" if colour else f"{ch} ")
-        lines.append("".join(cells).rstrip() if not colour else "".join(cells))
+        lines.append("".join(cells))
     return lines
 
 
 def side_by_side(panels: Sequence[tuple[str, Grid]], colour: bool = False, gap: int = 4) -> str:
     """Titled grids next to each other (for input / prediction / difference views)."""
-    blocks = []
+    columns = []  # (title, lines, how many characters each line shows)
     for title, grid in panels:
-        body = render_grid(grid, colour) if grid.size else ["(empty)"]
-        width = max(2 * (grid.shape[1] if grid.size else 4), len(title))
-        blocks.append((title, body, width))
-    height = max(len(b) for _, b, _ in blocks)
-    lines = ["".join(t.ljust(w + gap) for t, _, w in blocks).rstrip()]
+        columns.append((title, render_grid(grid, colour), 2 * grid.shape[1]) if grid.size else (title, ["(empty)"], 7))
+    height = max(len(lines) for _, lines, _ in columns)
+    widths = [max(shown, len(title)) + gap for title, _, shown in columns]
+    out = ["".join(title.ljust(w) for (title, _, _), w in zip(columns, widths, strict=True))]
     for i in range(height):
-        parts = []
-        for _, body, w in blocks:
-            text = body[i] if i < len(body) else ""
-            visible = len(text) if not colour else (2 * len(text.split("\x1b[0m")) - 2 if text else 0)
-            parts.append(text + " " * (w + gap - visible))
-        lines.append("".join(parts).rstrip())
-    return "\n".join(lines)
+        row = ""
+        for (_, lines, shown), w in zip(columns, widths, strict=True):
+            row += lines[i] + " " * (w - shown) if i < len(lines) else " " * w
+        out.append(row)
+    return "\n".join(line.rstrip() for line in out)
 
 
 def diff_grid(pred: Grid, truth: Grid) -> tuple[str, np.ndarray | None]:
@@ -730,5 +727,5 @@ class Arc:
         panels = [("input", question)] if question is not None else []
         text = side_by_side([*panels, ("prediction", pred), ("answer", truth)])
         if wrong is not None and wrong.any():
-            text += "\n" + "\n".join(render_grid(pred, wrong=wrong))
+            text += "\n" + "\n".join(line.rstrip() for line in render_grid(pred, wrong=wrong))
         return f"{text}\n({verdict})"
