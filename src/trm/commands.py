@@ -341,22 +341,6 @@ def solve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _arc_tasks(path: str) -> list:
-    """A task file ({"train", "test"}) or a Kaggle challenges file (id -> task, with the solutions file
-    beside it used when present)."""
-    from trm.tasks import arc
-
-    p = Path(path)
-    obj = arc.read_json(p)
-    if isinstance(obj, dict) and "train" in obj:
-        return [arc.parse_task(obj, p.stem, str(p))]
-    if isinstance(obj, dict) and p.name.endswith("_challenges.json"):
-        return arc.load_kaggle(str(p)[: -len("_challenges.json")].rsplit("_", 1)[0], p.name.split("_")[-2])
-    if isinstance(obj, dict) and obj and all(isinstance(v, dict) for v in obj.values()):
-        return [arc.parse_task(v, k, f"{p}: task {k}") for k, v in obj.items()]
-    raise arc.ArcError(f"{p}: not an ARC task file (expected an object with 'train' and 'test')")
-
-
 def _solve_arc(args: argparse.Namespace, model, task) -> int:
     from tqdm import tqdm
 
@@ -372,7 +356,7 @@ def _solve_arc(args: argparse.Namespace, model, task) -> int:
     ):
         if value < low:
             raise ConfigError(f"{flag} must be at least {low}, got {value}")
-    tasks = _arc_tasks(args.puzzle)
+    tasks = arc.load_tasks(args.puzzle)
     cfg = AdaptConfig(
         aug=args.aug,
         steps=args.adapt_steps,

@@ -130,6 +130,21 @@ def load_task_file(path: Path) -> ArcTask:
     return parse_task(read_json(path), Path(path).stem, str(path))
 
 
+def load_tasks(path: str | Path) -> list[ArcTask]:
+    """The tasks of one file: a task ({"train", "test"}), a Kaggle `<prefix>_<subset>_challenges.json` (its
+    solutions file beside it is used when present), or any JSON object of task id -> task."""
+    path = Path(path)
+    if path.name.endswith("_challenges.json") and "_" in path.name[: -len("_challenges.json")]:
+        prefix, subset = str(path)[: -len("_challenges.json")].rsplit("_", 1)
+        return load_kaggle(prefix, subset)
+    obj = read_json(path)
+    if isinstance(obj, dict) and "train" in obj:
+        return [parse_task(obj, path.stem, str(path))]
+    if isinstance(obj, dict) and obj and all(isinstance(v, dict) for v in obj.values()):
+        return [parse_task(task, name, f"{path}: task {name}") for name, task in obj.items()]
+    raise ArcError(f"{path}: not an ARC task file (expected an object with 'train' and 'test')")
+
+
 def _with_solutions(tasks: dict, solutions: dict | None, where: str) -> dict:
     if solutions is None:
         return tasks
