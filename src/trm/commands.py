@@ -222,6 +222,17 @@ def _distributed(device_name: str) -> tuple[int, int, torch.device]:
     return torch.distributed.get_rank(), world, device
 
 
+def _hooks(*hooks):
+    """One `evaluate(on_batch=...)` hook calling each given one (None entries skipped); None if none."""
+    live = [h for h in hooks if h is not None]
+
+    def each(batch: dict, res, n_real: int) -> None:
+        for hook in live:
+            hook(batch, res, n_real)
+
+    return each if live else None
+
+
 def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
     from tqdm import tqdm
 
@@ -247,7 +258,12 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
         if args.attempts < 1:
             raise ConfigError(f"--attempts must be at least 1, got {args.attempts}")
         total = min(ds.num_examples, args.max_examples or ds.num_examples)
-        shown: list = []
+        shown: list[np.ndarray] = []  # predictions of the first --show examples (first checkpoint only)
+
+        def keep_for_show(batch: dict, res, n_real: int) -> None:
+            if len(shown) < args.show:
+                shown.extend(res.preds[: min(n_real, args.show - len(shown))].cpu().numpy())
+
         for path in checkpoints:
             model, ckpt = load_checkpoint(path, device)
             check_fits(model, ds)  # before the progress bar, so a mismatch is one clean line
@@ -266,9 +282,9 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
                     steps=args.steps,
                     halt=args.halt,
                     max_examples=args.max_examples,
-                    save_outputs=args.save_outputs is not None or (args.show > 0 and not shown),
+                    save_outputs=args.save_outputs is not None,
                     progress=lambda n: bar.update(min(n * world, bar.total - bar.n)),
-                    on_batch=collector or checker,
+                    on_batch=_hooks(collector, checker, keep_for_show if path == checkpoints[0] else None),
                     rank=rank,
                     world_size=world,
                     blank_identifiers=args.blank_identifiers,
@@ -280,8 +296,8 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
             if rank == 0:
                 for key, value in res.metrics.items():
                     print(f"{key:16s} {value:.6g}")
-            if not shown and args.show > 0 and rank == 0:
-                shown = [res, model, ckpt]
+            if path == checkpoints[0]:
+                first = (model, ckpt)
         score = collector.result(attempts=args.attempts, all_or_nothing=args.all_or_nothing) if collector else None
         if rank != 0:
             return 0
@@ -299,8 +315,8 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
         if shown:
             from trm.render import show_examples
 
-            res, model, ckpt = shown
-            print(show_examples(ckpt, model, ds, res.outputs["preds"], args.show, args.show_dir))
+            model, ckpt = first
+            print(show_examples(ckpt, model, ds, np.stack(shown), args.show, args.show_dir))
         return 0
     finally:
         if world > 1:
