@@ -108,6 +108,11 @@ def test_dihedral_ids_are_the_official_ones():
     explicit = [g, np.rot90(g), np.rot90(g, 2), np.rot90(g, 3), g[:, ::-1], g[::-1], g.T, np.rot90(g)[:, ::-1]]
     for t in range(8):
         assert np.array_equal(arc.Aug(t).apply(g), explicit[t])
+    rng = np.random.default_rng(0)
+    grid = rng.integers(0, 10, size=(4, 7)).astype(np.uint8)
+    for t in range(8):  # every dihedral id, with a colour map, undone from the canvas as the evaluator does
+        aug = arc.Aug(t, (0, *(int(c) for c in rng.permutation(np.arange(1, 10)))))
+        assert np.array_equal(aug.invert(arc.crop(arc.encode_grid(aug.apply(grid)))), grid)
 
 
 def test_augmentations_are_deduplicated_by_content():
