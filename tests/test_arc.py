@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -233,13 +234,9 @@ def test_lazy_recipe_reads_back_the_same_rows_as_the_official_layout(tmp_path):
         assert np.array_equal(b.inputs[rows], a.inputs[rows]) and np.array_equal(b.labels[7], a.labels[7])
     batch_a = next(iter(TrainSampler(load_split(eager, "train"), 16, seed=3)))
     batch_b = next(iter(TrainSampler(load_split(lazy, "train"), 16, seed=3)))
-    assert all(torch_equal(batch_a[k], batch_b[k]) for k in batch_a)
+    assert all(torch.equal(batch_a[k], batch_b[k]) for k in batch_a)
     disk = {d: sum(f.stat().st_size for f in (d / "train").iterdir()) for d in (eager, lazy)}
     assert disk[lazy] * 10 < disk[eager]
-
-
-def torch_equal(a, b) -> bool:
-    return bool((a == b).all())
 
 
 def test_damaged_recipe_is_one_clear_error(tmp_path, capsys):
