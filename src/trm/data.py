@@ -126,8 +126,10 @@ class DatasetWriter:
 
     def add_group(self, puzzles: Sequence[tuple[int, np.ndarray, np.ndarray]]) -> None:
         """One group: a list of (identifier, inputs [E, seq_len], labels [E, seq_len]) with tokens in 0..255."""
-        if self._closed or not self.rows:
+        if self._closed:
             raise DataError(f"{self.dir}: writer already closed")
+        if not self.rows:
+            raise DataError(f"{self.dir}: this writer stores no rows (rows=False); use add_counts")
         if not puzzles:
             raise DataError(f"{self.dir}: a group needs at least one puzzle")
         ids, counts, ins, labs = [], [], [], []
