@@ -150,17 +150,16 @@ def test_q_continue_target_trains_without_crashing():
     assert model.q_head.weight.grad is not None and model.q_head.weight.grad[1].abs().sum() > 0
 
 
-def test_think_halts_each_row_at_its_own_step():
+def test_think_runs_the_given_number_of_steps():
     model = tiny_model(N_sup=6)
     b = make_batch(2)
-    full = think(model, b["inputs"], b["puzzle_identifiers"])
-    assert full.steps.tolist() == [6, 6]
-    with torch.no_grad():
-        model.q_head.bias.fill_(5.0)
-    early = think(model, b["inputs"], b["puzzle_identifiers"], halt=True, trace=True)
-    assert early.steps.tolist() == [1, 1] and len(early.trace) == 1
+    assert think(model, b["inputs"], b["puzzle_identifiers"]).steps.tolist() == [6, 6]
     longer = think(model, b["inputs"], b["puzzle_identifiers"], steps=9)
-    assert longer.steps.tolist() == [9, 9]
+    y, z = model.initial_state(2)
+    for _ in range(9):
+        out = model(y, z, b["inputs"], b["puzzle_identifiers"])
+        y, z = out.y, out.z
+    assert longer.steps.tolist() == [9, 9] and torch.equal(longer.logits, out.logits)
 
 
 @pytest.mark.parametrize("loss_type", ["stablemax", "softmax"])

@@ -12,15 +12,16 @@ the answer owes to the learned identity.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from trm.data import IGNORE_LABEL
+from trm.inference.engine import Engine, InferenceConfig, Request
 from trm.models.trm import TRM
 from trm.optim import SignSGDEmbedding
-from trm.supervision import DeepSupervision, think
+from trm.supervision import DeepSupervision
 from trm.tasks import arc
 from trm.tasks.arc_eval import Votes
 
@@ -34,8 +35,7 @@ class AdaptConfig:
     weight_decay: float = 0.1
     translate: bool = True
     seed: int = 0
-    think_steps: int | None = None  # supervision steps when predicting (default N_sup)
-    halt: bool = False  # stop each row when the Q head says halt
+    inference: InferenceConfig = field(default_factory=InferenceConfig)  # how the augmented copies think
 
 
 @dataclass
@@ -126,33 +126,31 @@ def fine_tune(
     return float(np.mean(recent)) if recent else float("nan")
 
 
-@torch.no_grad()
 def vote(
     model: TRM,
     task: arc.ArcTask,
     augs: list[arc.Aug],
     blank: bool = False,
-    steps: int | None = None,
-    halt: bool = False,
+    inference: InferenceConfig | None = None,
 ) -> Votes:
-    """Every augmented copy of every test input, with its identifier (or the blank one), un-done and voted."""
+    """Every augmented copy of every test input, with its identifier (or the blank one), thought through by
+    the inference engine, un-done and voted."""
     names = ["<blank>"] + [a.name(task.name) for a in augs]
-    pairs = [(k, arc.encode_grid(a.apply(x))) for k, a in enumerate(augs, start=1) for x, _ in task.test]
-    ids = np.asarray([k for k, _ in pairs])
-    inputs = np.stack([tokens for _, tokens in pairs])
-    fed = np.zeros_like(ids) if blank else ids
-    device = model.y_init.device
+    requests = [
+        Request(arc.encode_grid(a.apply(x)), 0 if blank else k, key=k)
+        for k, a in enumerate(augs, start=1)
+        for x, _ in task.test
+    ]
+    answers = sorted(Engine(model, inference).run(requests), key=lambda a: a.index)
     votes = Votes()
-    for start in range(0, len(ids), 256):
-        part = slice(start, start + 256)
-        res = think(
-            model,
-            torch.from_numpy(inputs[part].astype(np.int32)).to(device),
-            torch.from_numpy(fed[part].astype(np.int32)).to(device),
-            steps=steps,
-            halt=halt,
+    if answers:
+        votes.add_batch(
+            names,
+            np.asarray([a.request.key for a in answers]),
+            np.stack([a.request.inputs for a in answers]),
+            np.stack([a.preds for a in answers]),
+            np.asarray([a.chosen.q_halt for a in answers]),
         )
-        votes.add_batch(names, ids[part], inputs[part], res.preds.cpu().numpy(), res.q_halt.float().cpu().numpy())
     return votes
 
 
@@ -172,7 +170,6 @@ def solve_new_task(
     adapted = with_new_identifiers(model, len(augs))
     inputs, labels, ids = _examples(task, augs, cfg.translate, rng)
     loss = fine_tune(adapted, inputs, labels, ids, cfg, progress)
-    options = {"steps": cfg.think_steps, "halt": cfg.halt}
-    learned = Attempts(task, vote(adapted, task, augs, **options), loss)
-    without = Attempts(task, vote(adapted, task, augs, blank=True, **options), loss) if blank else None
+    learned = Attempts(task, vote(adapted, task, augs, inference=cfg.inference), loss)
+    without = Attempts(task, vote(adapted, task, augs, blank=True, inference=cfg.inference), loss) if blank else None
     return learned, without, adapted

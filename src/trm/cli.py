@@ -23,6 +23,9 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--generate", type=int, metavar="N", help="generate N unique-solution puzzles")
     s.add_argument("--size", type=int, choices=(4, 6, 9), default=9, help="grid size for --generate")
     s.add_argument("--min-rating", type=int, default=0, help="minimum difficulty (solver backtracks)")
+    s.add_argument(
+        "--givens", type=int, help="for --generate: add solution clues to each minimal puzzle up to N givens"
+    )
     s.add_argument("--subsample", type=int, help="keep N random training puzzles")
     s.add_argument("--aug", type=int, default=0, help="augmented copies per training puzzle")
     s.add_argument("--test-fraction", type=float, help="hold out this fraction as the test split")
@@ -76,6 +79,42 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--seed", type=int, default=42, help="official: 42")
 
 
+def _add_inference(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("inference engine (halting and test-time scaling; see BENCHMARKS.md section 7)")
+    g.add_argument(
+        "--halt",
+        nargs="?",
+        const="adaptive",
+        default="fixed",
+        metavar="POLICY",
+        help="halting policy: bare --halt is the default adaptive policy; fixed (default: run to the step cap), "
+        "q[:t] (Q head, sigmoid(q_halt) > t), q-continue, stable[:k] (answer unchanged for k steps), valid (the "
+        "task's checker), min:m; combine with + (and) or | (or), e.g. 'q+stable:2'",
+    )
+    g.add_argument(
+        "--max-steps",
+        "--steps",
+        dest="max_steps",
+        type=int,
+        metavar="K",
+        help="step cap (default N_sup; may exceed it)",
+    )
+    g.add_argument("--samples", type=int, default=1, metavar="K", help="trajectories per puzzle (default 1)")
+    g.add_argument(
+        "--noise", type=float, default=0.0, metavar="S", help="noise scale of trajectories 2..K (trajectory 1 is clean)"
+    )
+    g.add_argument(
+        "--noise-mode", default="init", help="init (perturb the initial y, z), step (z after every step) or both"
+    )
+    g.add_argument(
+        "--select",
+        default="q",
+        help="which trajectory answers: q (highest final q_halt), vote (majority), valid (the task's checker first)",
+    )
+    g.add_argument("--batch-size", type=int, default=256, metavar="B", help="rows in the engine's pool (default 256)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the noisy trajectories (and of ARC fine-tuning)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trm", description="Tiny Recursive Models: train, evaluate and solve puzzles."
@@ -100,9 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", type=Path)
     e.add_argument("data", type=Path)
     e.add_argument("--split", default="test")
-    e.add_argument("--steps", type=int, help="supervision steps (default N_sup)")
-    e.add_argument("--halt", action="store_true", help="stop each puzzle when the Q head says halt")
-    e.add_argument("--batch-size", type=int, default=256)
+    _add_inference(e)
     e.add_argument("--max-examples", type=int)
     e.add_argument("--save-outputs", type=Path, metavar="FILE.npz")
     e.add_argument("--device", default="auto")
@@ -126,9 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("solve", help="solve puzzles with a checkpoint")
     s.add_argument("checkpoint", type=Path)
     s.add_argument("puzzle", help="a puzzle string, a file of puzzles, or - for stdin; for ARC a task JSON file")
-    s.add_argument("--steps", type=int, help="supervision steps (default N_sup)")
-    s.add_argument("--halt", action="store_true", help="stop when the Q head says halt")
+    _add_inference(s)
     s.add_argument("--trace", action="store_true", help="print the answer after every supervision step")
+    s.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="write the answers: JSONL, one object per puzzle (answer, valid, steps, confidence); for ARC the "
+        "two attempts in the Kaggle submission format",
+    )
     s.add_argument("--device", default="auto")
     sa = s.add_argument_group(
         "ARC (the puzzle is a task JSON file: fine-tune its puzzle embeddings, then vote; "
@@ -137,10 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--aug", type=int, default=100, help="augmented copies of the task (default 100)")
     sa.add_argument("--adapt-steps", type=int, default=300, help="embedding fine-tuning steps (default 300)")
     sa.add_argument("--adapt-batch", type=int, default=64)
-    sa.add_argument("--out", type=Path, metavar="FILE", help="write the two attempts (Kaggle submission format)")
     sa.add_argument("--blank", action="store_true", help="also vote with the blank identifier (no task identity)")
     sa.add_argument("--show-dir", type=Path, help="save input / attempts / answer PNGs here")
-    sa.add_argument("--seed", type=int, default=0)
 
     c = sub.add_parser("convert", help="convert an official TRM checkpoint into a trm checkpoint directory")
     c.add_argument("official", type=Path, help="official checkpoint file (all_config.yaml beside it)")

@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from trm.errors import CheckpointError, ConfigError, TRMError
+from trm.models.trm import load_checkpoint
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -51,7 +52,9 @@ def _sudoku_source(args: argparse.Namespace, rng: np.random.Generator) -> list[t
         from tqdm import tqdm
 
         with tqdm(total=args.generate, desc=f"generating {args.size}x{args.size}", unit="puzzle") as bar:
-            made = sudoku.generate(args.generate, args.size, rng, min_rating=args.min_rating, progress=bar.update)
+            made = sudoku.generate(
+                args.generate, args.size, rng, args.min_rating, progress=bar.update, givens=args.givens
+            )
         pairs = [(p, s) for p, s, _ in made]
     if args.subsample and args.subsample < len(pairs):
         pairs = [pairs[i] for i in rng.choice(len(pairs), args.subsample, replace=False)]
@@ -192,24 +195,28 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_checkpoint(path: Path, device: torch.device):
-    """A checkpoint directory, or a run directory (its newest checkpoint)."""
-    from trm.models.trm import TRM
+def inference_config(args: argparse.Namespace, **extra):
+    """The InferenceConfig of the shared engine options (a bad value is one ConfigError line)."""
+    from trm.inference import InferenceConfig
 
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    last = path / "checkpoints" / "last"
-    if last.is_file():
-        path = path / "checkpoints" / last.read_text().strip()
-    return TRM.from_pretrained(path, map_location=device).eval(), path
+    return InferenceConfig(
+        policy=args.halt,
+        max_steps=args.max_steps,
+        samples=args.samples,
+        noise=args.noise,
+        noise_mode=args.noise_mode,
+        select=args.select,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        **extra,
+    )
 
 
 def _distributed(device_name: str) -> tuple[int, int, torch.device]:
     """(rank, world size, device): under torchrun, join the process group (NCCL on GPUs, gloo on CPU)."""
     import os
 
-    from trm.train import pick_device
+    from trm.models.trm import pick_device
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = pick_device(device_name)
@@ -238,6 +245,7 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
 
     from trm.data import load_split
     from trm.evaluate import SolutionCounter, check_fits, evaluate
+    from trm.inference import checker_for
     from trm.tasks import task_for
     from trm.tasks.arc_eval import VoteCollector, write_submission
 
@@ -258,41 +266,41 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
         if args.attempts < 1:
             raise ConfigError(f"--attempts must be at least 1, got {args.attempts}")
         total = min(ds.num_examples, args.max_examples or ds.num_examples)
-        shown: list[np.ndarray] = []  # predictions of the first --show examples (first checkpoint only)
+        shown: dict[int, np.ndarray] = {}  # predictions of the first --show examples (first checkpoint only)
 
         def keep_for_show(batch: dict, res, n_real: int) -> None:
-            if len(shown) < args.show:
-                shown.extend(res.preds[: min(n_real, args.show - len(shown))].cpu().numpy())
+            for i, position in enumerate(batch["position"][:n_real].tolist()):
+                if position < args.show:
+                    shown[position] = res.preds[i].cpu().numpy()
 
         for path in checkpoints:
             model, ckpt = load_checkpoint(path, device)
             check_fits(model, ds)  # before the progress bar, so a mismatch is one clean line
-            checker = None
-            if collector is None and world == 1:  # the checker sees this process's rows only
-                try:
-                    task = task_for(ckpt, model.config)
-                    checker = None if task.name == "arc" else SolutionCounter(task)  # ARC answers have no checker
-                except CheckpointError:
-                    pass  # a checkpoint of an unknown task still gets the generic metrics
+            try:
+                task = task_for(ckpt, model.config)
+            except CheckpointError:
+                task = None  # a checkpoint of an unknown task still gets the generic metrics
+            # the solution counter sees this process's rows only; ARC answers have no checker
+            counter = SolutionCounter(task) if task is not None and task.checkable and world == 1 else None
             with tqdm(total=total, desc=f"eval {ckpt.name}", unit="ex", file=sys.stderr, disable=rank != 0) as bar:
                 res = evaluate(
                     model,
                     ds,
                     args.batch_size,
-                    steps=args.steps,
-                    halt=args.halt,
+                    inference=inference_config(args),
                     max_examples=args.max_examples,
                     save_outputs=args.save_outputs is not None,
                     progress=lambda n: bar.update(min(n * world, bar.total - bar.n)),
-                    on_batch=_hooks(collector, checker, keep_for_show if path == checkpoints[0] else None),
+                    on_batch=_hooks(collector, counter, keep_for_show if path == checkpoints[0] else None),
                     rank=rank,
                     world_size=world,
                     blank_identifiers=args.blank_identifiers,
+                    checker=checker_for(task) if task is not None else None,
                 )
             if rank == 0 and len(checkpoints) > 1:
                 print(f"# {ckpt}")
-            if checker is not None:
-                res.metrics.update(checker.metrics())
+            if counter is not None:
+                res.metrics.update(counter.metrics())
             if rank == 0:
                 for key, value in res.metrics.items():
                     print(f"{key:16s} {value:.6g}")
@@ -316,7 +324,8 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
             from trm.render import show_examples
 
             model, ckpt = first
-            print(show_examples(ckpt, model, ds, np.stack(shown), args.show, args.show_dir))
+            preds = np.stack([shown[k] for k in sorted(shown)])
+            print(show_examples(ckpt, model, ds, preds, args.show, args.show_dir))
         return 0
     finally:
         if world > 1:
@@ -333,35 +342,89 @@ def _read_puzzle_arg(text: str, task) -> list[str]:
 
 
 def solve(args: argparse.Namespace) -> int:
+    import time
+
     from trm.inference import solve_puzzles
+    from trm.models.trm import pick_device
     from trm.tasks import task_for
-    from trm.train import pick_device
 
     device = pick_device(args.device)
     model, ckpt = load_checkpoint(args.checkpoint, device)
     task = task_for(ckpt, model.config)
+    config = inference_config(args, trace=args.trace)
     if task.name == "arc":
-        return _solve_arc(args, model, task)
+        return _solve_arc(args, model, task, config)
     puzzles = _read_puzzle_arg(args.puzzle, task)
     if not puzzles:
         raise TRMError("no puzzles given")
-    for i, sol in enumerate(solve_puzzles(model, task, puzzles, steps=args.steps, halt=args.halt, trace=args.trace)):
-        if len(puzzles) > 1:
-            print(f"# puzzle {i + 1}: {puzzles[i]}")
-        if args.trace:
-            for step, grid in enumerate(sol.trace, 1):
-                print(f"step {step}: {task.format(grid)}  valid={task.is_solution(grid, sol.puzzle)}")
-        print(task.render(sol.answer, sol.puzzle))
-        print(f"answer: {task.format(sol.answer)}")
-        print(f"valid solution: {'yes' if sol.valid else 'no'}   supervision steps: {sol.steps}")
+    brief = len(puzzles) > 10 and not args.trace  # many puzzles: one line each, not a grid each
+    out = _open_output(args.out)
+    started = time.perf_counter()
+    valid = steps = compute = 0
+    try:
+        for i, sol in enumerate(solve_puzzles(model, task, puzzles, config)):
+            valid, steps, compute = valid + sol.valid, steps + sol.steps, compute + sol.compute
+            if out is not None:
+                out.write(json.dumps(_solution_record(i, task, sol)) + "\n")
+            if brief:
+                print(f"{i + 1}\t{task.format(sol.answer)}\tvalid={int(sol.valid)}\tsteps={sol.steps}")
+                continue
+            if len(puzzles) > 1:
+                print(f"# puzzle {i + 1}: {puzzles[i]}")
+            if args.trace:
+                for step, (grid, q) in enumerate(zip(sol.trace, sol.q_trace, strict=True), 1):
+                    ok = task.is_solution(grid, sol.puzzle)
+                    print(f"step {step}: {task.format(grid)}  valid={ok}  halt probability {q:.3f}")
+            print(task.render(sol.answer, sol.puzzle))
+            print(f"answer: {task.format(sol.answer)}")
+            print(
+                f"valid solution: {'yes' if sol.valid else 'no'}   supervision steps: {sol.steps}   "
+                f"confidence: {sol.confidence:.3f}"
+            )
+    finally:
+        if out is not None:
+            out.close()
+    seconds = time.perf_counter() - started
+    n = len(puzzles)
+    print(
+        f"{n} puzzle(s): {valid} valid ({100 * valid / n:.1f}%), mean steps {steps / n:.2f}, "
+        f"supervision steps per puzzle {compute / n:.2f}, {n / seconds:.1f} puzzles/s (policy {config.policy}, "
+        f"step cap {config.max_steps or model.config.N_sup}, {config.samples} trajectory(ies) per puzzle)"
+    )
+    if args.out:
+        print(f"answers written to {args.out}")
     return 0
 
 
-def _solve_arc(args: argparse.Namespace, model, task) -> int:
+def _open_output(path: Path | None):
+    """A text file opened for writing, or None; an unwritable path is one clear line."""
+    if path is None:
+        return None
+    try:
+        return open(path, "w")  # noqa: SIM115 - closed by the caller
+    except OSError as err:
+        raise TRMError(f"{path}: cannot write ({err.strerror})") from None
+
+
+def _solution_record(i: int, task, sol) -> dict:
+    return {
+        "index": i,
+        "puzzle": task.format(sol.puzzle),
+        "answer": task.format(sol.answer),
+        "valid": bool(sol.valid),
+        "steps": sol.steps,
+        "compute": sol.compute,
+        "confidence": round(sol.confidence, 6),
+    }
+
+
+def _solve_arc(args: argparse.Namespace, model, task, inference) -> int:
+    from dataclasses import replace
+
     from tqdm import tqdm
 
     from trm.adapt import AdaptConfig, solve_new_task
-    from trm.supervision import think
+    from trm.inference import Engine, Request
     from trm.tasks import arc
     from trm.tasks.arc_eval import write_submission
 
@@ -378,8 +441,7 @@ def _solve_arc(args: argparse.Namespace, model, task) -> int:
         steps=args.adapt_steps,
         batch_size=args.adapt_batch,
         seed=args.seed,
-        think_steps=args.steps,
-        halt=args.halt,
+        inference=replace(inference, trace=False),
     )
     submission, solved, known = {}, {"learned": 0, "blank": 0}, 0
     for item in tasks:
@@ -415,10 +477,8 @@ def _solve_arc(args: argparse.Namespace, model, task) -> int:
                 same = np.array_equal(blank.attempts(i)[0], attempts[0])
                 print(f"blank identity's attempt 1 {'equals' if same else 'differs from'} the learned one")
             if args.trace:
-                tokens = torch.from_numpy(arc.encode_grid(x).astype(np.int32))[None].to(adapted.y_init.device)
-                ident = torch.ones(1, dtype=torch.int32, device=tokens.device)
-                res = think(adapted, tokens, ident, steps=args.steps, halt=args.halt, trace=True)
-                steps = [(f"step {k}", arc.crop(p[0].cpu().numpy())) for k, p in enumerate(res.trace or [], 1)]
+                (traced,) = Engine(adapted, inference).run([Request(arc.encode_grid(x), 1)])
+                steps = [(f"step {k}", arc.crop(p)) for k, p in enumerate(traced.chosen.trace or [], 1)]
                 print("answer after each supervision step (original orientation, learned identity):")
                 print(arc.side_by_side(steps, colour=sys.stdout.isatty()))
             if args.show_dir:

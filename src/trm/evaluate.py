@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -11,7 +11,8 @@ from torch import nn
 
 from trm.data import PuzzleDataset, test_batches
 from trm.errors import CheckpointError
-from trm.supervision import ThinkResult, supervision_loss, think
+from trm.inference.engine import Answer, Checker, Engine, InferenceConfig, Request
+from trm.supervision import ThinkResult, supervision_loss
 from trm.tasks.base import Task
 
 
@@ -44,8 +45,7 @@ def evaluate(
     model: nn.Module,
     ds: PuzzleDataset,
     batch_size: int = 256,
-    steps: int | None = None,
-    halt: bool = False,
+    inference: InferenceConfig | None = None,
     max_examples: int | None = None,
     loss_type: str = "stablemax",
     save_outputs: bool = False,
@@ -54,48 +54,88 @@ def evaluate(
     rank: int = 0,
     world_size: int = 1,
     blank_identifiers: bool = False,
+    checker: Checker | None = None,
 ) -> EvalResult:
     """Metrics are means over examples: accuracy (per token), exact_accuracy (whole answer), q_halt_accuracy,
-    steps, lm_loss, q_halt_loss. With `save_outputs`, also the final logits, halting logits and predictions
-    of every example in data set order (of this rank's rows). `on_batch(batch, result, n_real)` sees every
-    batch (task evaluators such as ARC voting hook in here). Under torch.distributed each rank evaluates its
-    slice of every batch and the metrics are summed over ranks. `blank_identifiers` feeds the model the blank
-    puzzle identifier (0) instead of each example's own, to measure what the learned identity contributes
-    (hooks still see the true identifiers)."""
+    steps (of the chosen trajectory), compute (supervision steps over all trajectories), lm_loss,
+    q_halt_loss. The examples run through the inference engine (`inference`: halting policy, step cap,
+    samples; fixed N_sup steps by default) in a pool of `batch_size` rows. With `save_outputs`, also the
+    final logits, halting logits, predictions and steps of every example in data set order (of this rank's
+    rows). `on_batch(batch, result, n_real)` sees every `batch_size` finished examples (task evaluators such
+    as ARC voting hook in here; examples finish in any order, `batch["position"]` says where each one is).
+    Under torch.distributed each rank evaluates its slice of every chunk and the metrics are summed over
+    ranks. `blank_identifiers` feeds the model the blank puzzle identifier (0)
+    instead of each example's own, to measure what the learned identity contributes (hooks still see the
+    true identifiers). `checker` is the task's answer checker, for the policies and selection that use it."""
     check_fits(model, ds)
+    config = replace(inference or InferenceConfig(), batch_size=batch_size, keep_logits=True)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    engine = Engine(model, config, checker)
     sums: dict[str, float] = {}
-    outputs: dict[str, list[np.ndarray]] = {"logits": [], "q_halt_logits": [], "preds": [], "steps": []}
+    outputs: dict[str, list[np.ndarray]] = {"order": [], "logits": [], "q_halt_logits": [], "preds": [], "steps": []}
     total = 0
-    try:
+
+    def requests() -> Iterator[Request]:
+        position = 0
         for batch, n_real in test_batches(ds, batch_size, max_examples, rank, world_size):
-            batch = {k: v.to(device) for k, v in batch.items()}
-            ids = torch.zeros_like(batch["puzzle_identifiers"]) if blank_identifiers else batch["puzzle_identifiers"]
-            res = think(model, batch["inputs"], ids, steps=steps, halt=halt)
-            labels = batch["labels"][:n_real]
-            losses = supervision_loss(res.logits[:n_real], labels, res.q_halt[:n_real], loss_type)
-            token_acc = losses.correct.sum(-1) / losses.counts.clamp_min(1)
-            for key, value in (
-                ("accuracy", token_acc.sum()),
-                ("exact_accuracy", losses.seq_correct.sum()),
-                ("q_halt_accuracy", ((res.q_halt[:n_real] >= 0) == losses.seq_correct).sum()),
-                ("steps", res.steps[:n_real].sum()),
-                ("lm_loss", losses.lm),
-                ("q_halt_loss", losses.q_halt),
-            ):
-                sums[key] = sums.get(key, 0.0) + float(value)
-            total += n_real
-            if on_batch is not None:
-                on_batch(batch, res, n_real)
-            if save_outputs:
-                outputs["logits"].append(res.logits[:n_real].float().cpu().numpy())
-                outputs["q_halt_logits"].append(res.q_halt[:n_real].cpu().numpy())
-                outputs["preds"].append(res.preds[:n_real].cpu().numpy().astype(np.uint8))
-                outputs["steps"].append(res.steps[:n_real].cpu().numpy())
-            if progress is not None:
-                progress(n_real)
+            for i in range(n_real):
+                ident = int(batch["puzzle_identifiers"][i])
+                row = (position, ident, batch["labels"][i])
+                yield Request(batch["inputs"][i].numpy(), 0 if blank_identifiers else ident, row)
+                position += 1
+
+    def flush(done: list[Answer]) -> None:
+        nonlocal total
+        n = len(done)
+        data = {
+            "inputs": torch.from_numpy(np.stack([a.request.inputs for a in done])).to(device),
+            "labels": torch.stack([a.request.key[2] for a in done]).to(device),
+            "puzzle_identifiers": torch.tensor([a.request.key[1] for a in done], dtype=torch.int32, device=device),
+            "position": torch.tensor([a.request.key[0] for a in done]),  # in this rank's rows of the split
+        }
+        logits = torch.stack([a.chosen.logits for a in done])
+        res = ThinkResult(
+            logits,
+            torch.from_numpy(np.stack([a.preds for a in done])).to(device),
+            torch.tensor([a.chosen.q_halt for a in done], device=device),
+            torch.tensor([a.chosen.q_continue for a in done], device=device),
+            torch.tensor([a.steps for a in done], dtype=torch.int32, device=device),
+        )
+        losses = supervision_loss(res.logits, data["labels"], res.q_halt, loss_type)
+        token_acc = losses.correct.sum(-1) / losses.counts.clamp_min(1)
+        for key, value in (
+            ("accuracy", token_acc.sum()),
+            ("exact_accuracy", losses.seq_correct.sum()),
+            ("q_halt_accuracy", ((res.q_halt >= 0) == losses.seq_correct).sum()),
+            ("steps", res.steps.sum()),
+            ("compute", sum(a.compute for a in done)),
+            ("lm_loss", losses.lm),
+            ("q_halt_loss", losses.q_halt),
+        ):
+            sums[key] = sums.get(key, 0.0) + float(value)
+        total += n
+        if on_batch is not None:
+            on_batch(data, res, n)
+        if save_outputs:
+            outputs["order"].append(np.array([a.request.key[0] for a in done]))
+            outputs["logits"].append(res.logits.float().cpu().numpy())
+            outputs["q_halt_logits"].append(res.q_halt.cpu().numpy())
+            outputs["preds"].append(res.preds.cpu().numpy().astype(np.uint8))
+            outputs["steps"].append(res.steps.cpu().numpy())
+        if progress is not None:
+            progress(n)
+
+    try:
+        done: list[Answer] = []
+        for answer in engine.run(requests()):
+            done.append(answer)
+            if len(done) == batch_size:
+                flush(done)
+                done = []
+        if done:
+            flush(done)
     finally:
         model.train(was_training)
     if world_size > 1:
@@ -105,7 +145,10 @@ def evaluate(
         sums, total = dict(zip(keys, packed[:-1].tolist(), strict=True)), int(packed[-1])
     metrics = {k: v / max(total, 1) for k, v in sums.items()}
     metrics["count"] = float(total)
-    arrays = {k: np.concatenate(v) for k, v in outputs.items() if v}
+    arrays: dict[str, np.ndarray] = {}
+    if outputs["order"]:
+        order = np.argsort(np.concatenate(outputs.pop("order")), kind="stable")
+        arrays = {k: np.concatenate(v)[order] for k, v in outputs.items()}
     return EvalResult(metrics, arrays)
 
 

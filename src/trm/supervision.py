@@ -7,8 +7,8 @@ steps, or earlier when the Q head says the answer is right (q_halt > 0, or q_hal
 HRM-style continue head); with probability `halt_exploration_prob` a slot first draws a minimum number of
 steps in [2, N_sup].
 
-Evaluation and inference (`think`) run one batch from scratch for a fixed number of steps (N_sup by default),
-optionally stopping each row when its Q head says halt, and keep each row's outputs from its last step.
+Inference (`trm.inference`) runs puzzles through a continuous-batching engine with halting policies; `think`
+here is the plain fixed-step path on one batch, its reference.
 """
 
 from __future__ import annotations
@@ -190,46 +190,19 @@ class ThinkResult:
     q_halt: torch.Tensor  # [B]
     q_continue: torch.Tensor  # [B]
     steps: torch.Tensor  # [B] supervision steps used
-    trace: list[torch.Tensor] | None = None  # predictions after every step, if asked
 
 
 @torch.no_grad()
 def think(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    puzzle_identifiers: torch.Tensor,
-    steps: int | None = None,
-    halt: bool = False,
-    trace: bool = False,
+    model: nn.Module, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor, steps: int | None = None
 ) -> ThinkResult:
-    """Run up to `steps` supervision steps (default N_sup) on one batch; with `halt`, each row stops as soon
-    as its Q head says halt, and its outputs are those of that step."""
-    cfg = model.config
-    steps = steps or cfg.N_sup
-    b = inputs.shape[0]
-    y, z = model.initial_state(b)
-    done = torch.zeros(b, dtype=torch.bool, device=inputs.device)
-    used = torch.zeros(b, dtype=torch.int32, device=inputs.device)
-    result: ThinkResult | None = None
-    history = [] if trace else None
-    for step in range(1, steps + 1):
+    """The fixed-step path on one batch: `steps` supervision steps (default N_sup) from (y_init, z_init), the
+    outputs of the last. The inference engine (`trm.inference`) gives the same answers with halting off and
+    adds halting policies, refilling and sampling; this stays as its reference and for benchmarks."""
+    steps = steps or model.config.N_sup
+    y, z = model.initial_state(inputs.shape[0])
+    for _ in range(steps):
         out = model(y, z, inputs, puzzle_identifiers)
         y, z = out.y, out.z
-        preds = out.logits.argmax(-1)
-        if result is None:
-            result = ThinkResult(out.logits.clone(), preds, out.q_halt.clone(), out.q_continue.clone(), used)
-        else:
-            live = ~done
-            result.logits[live] = out.logits[live]
-            result.preds = torch.where(live.unsqueeze(-1), preds, result.preds)
-            result.q_halt = torch.where(live, out.q_halt, result.q_halt)
-            result.q_continue = torch.where(live, out.q_continue, result.q_continue)
-        result.steps = torch.where(done, result.steps, step)
-        if history is not None:
-            history.append(result.preds.clone())
-        if halt:
-            done = done | halting_decision(out.q_halt, out.q_continue, cfg.q_continue)
-            if bool(done.all()):
-                break
-    result.trace = history
-    return result
+    used = torch.full((inputs.shape[0],), steps, dtype=torch.int32, device=inputs.device)
+    return ThinkResult(out.logits, out.logits.argmax(-1), out.q_halt, out.q_continue, used)

@@ -26,7 +26,8 @@ from trm.config import ModelConfig, TrainConfig
 from trm.data import PuzzleDataset, TrainSampler, load_split
 from trm.errors import CheckpointError, ConfigError
 from trm.evaluate import evaluate
-from trm.models.trm import TRM
+from trm.inference.engine import InferenceConfig
+from trm.models.trm import TRM, pick_device
 from trm.optim import EMA, AdamATan2, SignSGDEmbedding, lr_at
 from trm.supervision import Carry, DeepSupervision
 from trm.tasks import TASK_FILE
@@ -34,16 +35,6 @@ from trm.tasks.arc_eval import VoteCollector
 
 STATE_NAME = "train_state.pt"
 CONFIG_NAME = "config.json"
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def seed_everything(seed: int) -> None:
@@ -249,7 +240,7 @@ class Trainer:
                 self.model,
                 self.eval_ds,
                 cfg.global_batch_size,
-                halt=cfg.eval_halt,
+                inference=InferenceConfig(policy="q" if cfg.eval_halt else "fixed"),
                 max_examples=cfg.eval_max_examples,
                 loss_type=cfg.loss_type,
                 progress=bar.update,

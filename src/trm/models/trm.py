@@ -41,6 +41,20 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
+def pick_device(name: str = "auto") -> torch.device:
+    """ "auto": CUDA, else MPS, else CPU; any other name as torch spells it (a bad one is a ConfigError)."""
+    if name != "auto":
+        try:
+            return torch.device(name)
+        except RuntimeError:
+            raise ConfigError(f"unknown device {name!r} (try auto, cpu, cuda, cuda:1, mps)") from None
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
 class Reasoner(nn.Module):
     """The one tiny network: `num_layers` post-norm blocks; the injection is added once before the first."""
 
@@ -184,3 +198,14 @@ class TRM(nn.Module):
             )
         model.load_state_dict(tensors)
         return model
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[TRM, Path]:
+    """A checkpoint directory, or a run directory (its newest checkpoint), in eval mode, with its path."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    last = path / "checkpoints" / "last"
+    if last.is_file():
+        path = path / "checkpoints" / last.read_text().strip()
+    return TRM.from_pretrained(path, map_location=device).eval(), path

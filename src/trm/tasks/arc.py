@@ -710,6 +710,7 @@ class Arc:
     name = "arc"
     colours = PALETTE
     symbols = None
+    checkable = False
 
     def split(self, text: str) -> list[str]:
         return [text]
@@ -729,6 +730,9 @@ class Arc:
 
     def is_solution(self, answer: Grid, puzzle: Grid) -> bool:
         return False
+
+    def check_tokens(self, preds: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+        raise ArcError("an ARC answer cannot be checked without its solution")
 
     def format(self, grid: Grid) -> str:
         return json.dumps(np.asarray(grid).tolist(), separators=(",", ":"))

@@ -14,6 +14,7 @@ class Task(Protocol):
     name: str
     colours: tuple[str, ...]  # PNG colour of each cell value of a decoded grid
     symbols: str | None  # character drawn in each cell value's PNG cell, or None
+    checkable: bool  # answers can be checked without the solution (`check_tokens`)
 
     def split(self, text: str) -> list[str]:
         """The puzzles in a file or stdin, as texts for `parse`."""
@@ -28,6 +29,10 @@ class Task(Protocol):
         """Model output tokens [seq_len] back to a grid."""
 
     def is_solution(self, answer: np.ndarray, puzzle: np.ndarray) -> bool: ...
+
+    def check_tokens(self, preds: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+        """Batched `is_solution` on tokens: predictions [B, L] against inputs [B, L] -> bool [B]; the inference
+        engine's checker (halting policy `valid`, selection `valid`)."""
 
     def format(self, grid: np.ndarray) -> str:
         """One line."""

@@ -596,6 +596,7 @@ class MazeTask:
     name = "maze"
     colours = ("#FFFFFF", "#333333", "#FFFFFF", "#2ECC40", "#FF4136", "#0074D9")  # by code: PAD # ' ' S G o
     symbols = None
+    checkable = True
 
     def __init__(self, size: int):
         if size < 2:
@@ -625,6 +626,13 @@ class MazeTask:
 
     def is_solution(self, answer: np.ndarray, puzzle: np.ndarray) -> bool:
         return is_valid_shortest_path(answer, puzzle)
+
+    def check_tokens(self, preds: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+        """Each predicted maze [B, L] marks a shortest S-to-G path of its input maze."""
+        return np.array(
+            [is_valid_shortest_path(self.decode(p), self.decode(x)) for p, x in zip(preds, inputs, strict=True)],
+            dtype=bool,
+        )
 
     def format(self, grid: np.ndarray) -> str:
         """One shell-safe line: open cells as '.' (which `parse` reads back)."""

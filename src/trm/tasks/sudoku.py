@@ -372,14 +372,25 @@ def generate(
     rng: np.random.Generator,
     min_rating: int = 0,
     progress: Callable[[int], None] | None = None,
+    givens: int | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray, int]]:
-    """`count` minimal unique-solution puzzles as (puzzle, solution, rating), each with rating >= min_rating;
-    deterministic for the rng's state. `progress(1)` is called per accepted puzzle."""
+    """`count` unique-solution puzzles as (puzzle, solution, rating), each with rating >= min_rating;
+    deterministic for the rng's state. Minimal puzzles by default; with `givens`, random clues of the solution
+    are added back to a minimal puzzle until it has that many (easier puzzles, still unique: a superset of a
+    unique puzzle's clues). `progress(1)` is called per accepted puzzle."""
     box_shape(size)
+    if givens is not None and not 0 <= givens <= size * size:
+        raise SudokuError(f"givens must be in [0, {size * size}], got {givens}")
     out = []
     while len(out) < count:
         solution = random_full_grid(size, rng)
         puzzle = minimal_puzzle(solution, rng)
+        if givens is not None:
+            blank = np.flatnonzero(puzzle == 0)
+            extra = givens - (len(puzzle) - len(blank))
+            if extra > 0:
+                picked = rng.choice(blank, extra, replace=False)
+                puzzle[picked] = solution[picked]
         score = rating(puzzle)
         if score >= min_rating:
             out.append((puzzle, solution, score))
@@ -603,6 +614,7 @@ class SudokuTask:
     name = "sudoku"
     colours = ("#DDDDDD", *["#FFFFFF"] * 9)  # blank cells grey
     symbols = " 123456789"
+    checkable = True
 
     def __init__(self, size: int):
         box_shape(size)
@@ -623,6 +635,11 @@ class SudokuTask:
 
     def is_solution(self, answer: np.ndarray, puzzle: np.ndarray) -> bool:
         return is_valid_solution(answer, puzzle)
+
+    def check_tokens(self, preds: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+        """Vectorised: each predicted grid [B, L] satisfies every constraint and keeps its input's givens."""
+        preds, inputs = np.asarray(preds, dtype=np.int64) - 1, np.asarray(inputs, dtype=np.int64) - 1
+        return _valid_rows(preds, inputs, self.size)
 
     def format(self, grid: np.ndarray) -> str:
         return format_puzzle(grid)
