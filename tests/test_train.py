@@ -202,3 +202,77 @@ def test_maze_data_cli_builds_an_augmented_data_set(tmp_path):
     for k in range(train.num_examples):
         question, answer = task.decode(train.inputs[k]), task.decode(train.labels[k])
         assert is_valid_shortest_path(answer, question)
+
+
+def _test_puzzles(data4: Path, n: int) -> list[str]:
+    from trm.tasks import sudoku
+
+    inputs = np.load(data4 / "test" / "all__inputs.npy")[:n]
+    return [sudoku.format_puzzle(sudoku.decode(x, 4)) for x in inputs]
+
+
+def test_solve_a_file_with_the_engine_options_writes_jsonl_and_a_summary(trained, data4, tmp_path, capsys):
+    from trm.tasks import sudoku
+
+    puzzles = _test_puzzles(data4, 12)
+    src = tmp_path / "puzzles.txt"
+    src.write_text("\n".join(puzzles) + "\n")
+    out = tmp_path / "answers.jsonl"
+    args = ["solve", str(trained), str(src), "--halt", "q+stable:1", "--max-steps", "12", "--samples", "3"]
+    assert main([*args, "--noise", "0.2", "--select", "vote", "--out", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["index"] for r in records] == list(range(12))
+    assert [r["puzzle"] for r in records] == puzzles
+    for r in records:
+        answer = np.array([int(c) for c in r["answer"]])  # the answer may break the rules: no parse_puzzle
+        assert r["valid"] == sudoku.is_valid_solution(answer, sudoku.parse_puzzle(r["puzzle"]))
+        assert 1 <= r["steps"] <= 12 and r["steps"] <= r["compute"] <= 36 and 0 <= r["confidence"] <= 1
+    n_valid = sum(r["valid"] for r in records)
+    mean_steps = np.mean([r["steps"] for r in records])
+    assert f"12 puzzle(s): {n_valid} valid" in printed and f"mean steps {mean_steps:.2f}" in printed
+    assert "puzzles/s" in printed and printed.count("valid=") == 12  # many puzzles: one line each
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--halt", "sometimes"], "unknown halting policy"),
+        (["--samples", "0"], "samples must be"),
+        (["--max-steps", "0"], "max-steps must be"),
+        (["--noise", "-0.5"], "noise must be"),
+        (["--select", "best"], "selection must be"),
+    ],
+)
+def test_bad_engine_options_are_one_line_and_exit_2(trained, data4, capsys, option, message):
+    for command in (["solve", str(trained), "12..34....21...."], ["eval", str(trained), str(data4)]):
+        assert main([*command, *option, "--device", "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("trm: error:") and message in err and err.count("\n") == 1
+
+
+def test_eval_with_a_halting_policy_uses_fewer_steps(trained, data4, capsys):
+    def metrics(*extra: str) -> dict[str, float]:
+        assert main(["eval", str(trained), str(data4), "--device", "cpu", *extra]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        return {ln.split()[0]: float(ln.split()[1]) for ln in lines if len(ln.split()) == 2}
+
+    fixed, stable = metrics(), metrics("--halt", "stable:1")
+    assert fixed["steps"] == fixed["compute"] == 4  # sudoku4-tiny: N_sup 4
+    assert 2 <= stable["steps"] <= 4 and stable["count"] == fixed["count"]
+    assert metrics("--halt", "valid|stable:1")["valid_solution"] >= stable["valid_solution"] - 1e-9
+
+
+def test_bench_infer_compares_policies_on_a_checkpoint(trained, data4, tmp_path, capsys):
+    args = ["bench", "--infer", str(trained), str(data4), "--max-examples", "24", "--samples", "2"]
+    args += ["--policies", "q", "stable:1", "--json", str(tmp_path / "b.json"), "--md", str(tmp_path / "b.md")]
+    assert main([*args, "--device", "cpu"]) == 0
+    records = json.loads((tmp_path / "b.json").read_text())["records"]
+    by_name = {r["name"]: r for r in records}
+    ref, fixed = by_name["fixed 4 (reference)"], by_name["fixed 4"]
+    assert ref["exact"] == fixed["exact"] and ref["valid"] == fixed["valid"]  # the same answers
+    assert by_name["fixed 16"]["mean_steps"] == 16 and by_name["halt stable:1"]["mean_steps"] <= 4
+    assert by_name["2 samples, noise 0.3 init, select q"]["compute"] == 8
+    assert {r["kind"] for r in records} == {"reference", "model", "checker"}
+    assert all(r["count"] == 24 for r in records)
+    assert "| fixed 4 (reference) | reference |" in (tmp_path / "b.md").read_text()

@@ -189,11 +189,32 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", type=Path, help="all_config.yaml, if not beside the checkpoint")
     c.add_argument("--seq-len", type=int, help="sequence length, when the checkpoint does not show it")
 
-    b = sub.add_parser("bench", help="time a preset's training step and inference throughput on this machine")
-    b.add_argument("preset")
+    b = sub.add_parser(
+        "bench",
+        help="time a preset's training step and inference throughput, or (--infer) compare inference policies",
+    )
+    b.add_argument("preset", nargs="?")
     b.add_argument("overrides", nargs="*", help="config overrides, e.g. hidden_size=128")
     b.add_argument("--batch", type=int, nargs="+", default=[32, 128])
     b.add_argument("--repeats", type=int, default=5)
+    bi = b.add_argument_group("inference policies (--infer CKPT DATA)")
+    bi.add_argument(
+        "--infer",
+        nargs=2,
+        type=Path,
+        metavar=("CKPT", "DATA"),
+        help="fixed-step vs adaptive vs sampled inference of a checkpoint on a data set's test split",
+    )
+    bi.add_argument("--max-examples", type=int, help="the first N test examples (default all)")
+    bi.add_argument("--batch-size", type=int, default=256, help="pool / batch rows (default 256)")
+    bi.add_argument("--samples", type=int, nargs="+", default=[4, 16], help="trajectory counts to try (default 4 16)")
+    bi.add_argument("--noise", type=float, default=0.3, help="noise scale of the sampled trajectories (default 0.3)")
+    bi.add_argument("--noise-mode", default="init", help="init, step or both (default init)")
+    bi.add_argument("--policies", nargs="+", help="halting policies to try (default: a standard list)")
+    bi.add_argument("--json", type=Path, metavar="FILE", help="write the records as JSON")
+    bi.add_argument("--md", type=Path, metavar="FILE", help="write the Markdown table")
+    bi.add_argument("--plot", type=Path, metavar="FILE.png", help="plot accuracy against compute (needs matplotlib)")
+    bi.add_argument("--device", default="auto")
 
     i = sub.add_parser("info", help="print a preset's or checkpoint's config and parameter count")
     i.add_argument("target", nargs="?", help="preset name or checkpoint directory")

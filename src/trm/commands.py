@@ -245,7 +245,7 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
 
     from trm.data import load_split
     from trm.evaluate import SolutionCounter, check_fits, evaluate
-    from trm.inference import checker_for
+    from trm.inference import Engine, checker_for
     from trm.tasks import task_for
     from trm.tasks.arc_eval import VoteCollector, write_submission
 
@@ -265,6 +265,7 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
             raise ConfigError("--save-outputs saves one checkpoint's outputs; give no --ensemble with it")
         if args.attempts < 1:
             raise ConfigError(f"--attempts must be at least 1, got {args.attempts}")
+        inference = inference_config(args)  # a bad engine option fails before any work
         total = min(ds.num_examples, args.max_examples or ds.num_examples)
         shown: dict[int, np.ndarray] = {}  # predictions of the first --show examples (first checkpoint only)
 
@@ -282,12 +283,14 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
                 task = None  # a checkpoint of an unknown task still gets the generic metrics
             # the solution counter sees this process's rows only; ARC answers have no checker
             counter = SolutionCounter(task) if task is not None and task.checkable and world == 1 else None
+            checker = checker_for(task) if task is not None else None
+            Engine(model, inference, checker)  # a policy the task cannot serve fails before the progress bar
             with tqdm(total=total, desc=f"eval {ckpt.name}", unit="ex", file=sys.stderr, disable=rank != 0) as bar:
                 res = evaluate(
                     model,
                     ds,
                     args.batch_size,
-                    inference=inference_config(args),
+                    inference=inference,
                     max_examples=args.max_examples,
                     save_outputs=args.save_outputs is not None,
                     progress=lambda n: bar.update(min(n * world, bar.total - bar.n)),
@@ -295,7 +298,7 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
                     rank=rank,
                     world_size=world,
                     blank_identifiers=args.blank_identifiers,
-                    checker=checker_for(task) if task is not None else None,
+                    checker=checker,
                 )
             if rank == 0 and len(checkpoints) > 1:
                 print(f"# {ckpt}")
@@ -511,6 +514,10 @@ def convert(args: argparse.Namespace) -> int:
 
 
 def bench(args: argparse.Namespace) -> int:
+    if args.infer:
+        return _bench_infer(args)
+    if not args.preset:
+        raise ConfigError("give a preset to time (see `trm info --presets`) or --infer CKPT DATA")
     from trm.bench import compare, trm_workload
 
     print(f"{args.preset} {' '.join(args.overrides)}  torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -518,6 +525,65 @@ def bench(args: argparse.Namespace) -> int:
     for batch in args.batch:
         res = compare([trm_workload(args.preset, batch, args.overrides)], repeats=args.repeats)["trm"]
         print(f"{batch:5d}  {res['train_s']:14.4f}  {batch / res['infer_s']:21.1f}")
+    return 0
+
+
+def _bench_infer(args: argparse.Namespace) -> int:
+    import platform
+    import time
+
+    from trm.bench_infer import bench_inference, default_suite, markdown, plot
+    from trm.data import write_json
+    from trm.models.trm import pick_device
+    from trm.tasks import task_for
+
+    ckpt_path, data = args.infer
+    if args.preset or args.overrides:
+        raise ConfigError("--infer takes a checkpoint and a data set, not a preset")
+    if args.batch_size < 1 or any(k < 1 for k in args.samples):
+        raise ConfigError("--batch-size and --samples must be at least 1")
+    device = pick_device(args.device)
+    model, ckpt = load_checkpoint(ckpt_path, device)
+    try:
+        task = task_for(ckpt, model.config)
+    except CheckpointError:
+        task = None
+    options = {"samples": tuple(args.samples), "noise": args.noise, "noise_mode": args.noise_mode}
+    if args.policies:
+        options["policies"] = tuple(args.policies)
+    cases = default_suite(
+        model.config.N_sup, bool(task is not None and task.checkable), q_continue=model.config.q_continue, **options
+    )
+    print(f"# {ckpt}: {len(cases)} configurations, torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    def show(r: dict) -> None:
+        valid = "" if r["valid"] is None else f" valid {100 * r['valid']:.1f}%"
+        print(
+            f"{r['name']:42s} exact {100 * r['exact']:5.1f}%{valid}  steps {r['mean_steps']:5.2f}  "
+            f"steps/puzzle {r['compute']:6.2f}  {r['puzzles_per_s']:7.1f} puzzles/s",
+            flush=True,
+        )
+
+    records = bench_inference(model, task, data, cases, args.batch_size, args.max_examples, progress=show)
+    table = markdown(records)
+    print(table)
+    meta = {
+        "checkpoint": str(ckpt),
+        "data": str(data),
+        "device": str(device),
+        "dtype": str(model.compute_dtype).replace("torch.", ""),
+        "machine": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    if args.json:
+        write_json(args.json, {**meta, "records": records})
+        print(f"records written to {args.json}")
+    if args.md:
+        args.md.write_text(table)
+        print(f"table written to {args.md}")
+    if args.plot:
+        print(f"plot written to {plot(records, args.plot, f'{ckpt.name} on {Path(data).name}')}")
     return 0
 
 

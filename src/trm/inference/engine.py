@@ -17,6 +17,7 @@ vote over the answers (model-only selections), or by the task's checker (checker
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -100,6 +101,7 @@ class Answer:
     chosen: Trajectory
     trajectories: list[Trajectory]
     valid: bool | None = None  # the task's checker on the chosen answer (None without a checker)
+    latency_s: float = 0.0  # from its first row entering the pool to the answer
 
     @property
     def preds(self) -> np.ndarray:
@@ -122,6 +124,7 @@ class Answer:
 class _Pending:
     request: Request
     done: list[Trajectory] = field(default_factory=list)
+    started: float | None = None  # perf_counter when its first row entered the pool
 
 
 class Engine:
@@ -197,9 +200,11 @@ class Engine:
         if not take:
             return
         y, z = self.model.initial_state(len(take))
-        meta = []
+        meta, now = [], time.perf_counter()
         for index, sample in take:
-            gen = self._generator(self.pending[index].request, sample)
+            pending = self.pending[index]
+            pending.started = pending.started or now
+            gen = self._generator(pending.request, sample)
             meta.append({"index": index, "sample": sample, "gen": gen})
             if self.cfg.trace:
                 meta[-1].update(trace=[], q_trace=[])
@@ -313,4 +318,4 @@ class Engine:
             valid = bool(ok)
         if self.checker is not None and valid is None:
             valid = self._checks(pending.request, [chosen])[0]
-        return Answer(index, pending.request, chosen, trajs, valid)
+        return Answer(index, pending.request, chosen, trajs, valid, time.perf_counter() - (pending.started or 0.0))
