@@ -6,7 +6,8 @@ has one), mean steps of the chosen trajectory, supervision steps per puzzle over
 compute), puzzles/s and mean latency per puzzle. "reference" is the plain fixed-step path (`think` on
 fixed batches, what `trm solve` did before the engine); the others run in the engine's pool. Selections
 are marked "model" (Q head, vote: what the model alone decides) or "checker" (the task's checker chose
-or stopped the answer): they are different claims and are reported apart.
+or stopped the answer): they are different claims and are reported apart. A sampled configuration runs once
+and every selection is scored on the same trajectories (so they share one speed).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from trm.data import IGNORE_LABEL, collate, load_split
 from trm.evaluate import check_fits
 from trm.inference import Engine, InferenceConfig, Request, checker_for
+from trm.inference.engine import choose
 from trm.supervision import think
 from trm.tasks.base import Task
 
@@ -30,13 +32,13 @@ from trm.tasks.base import Task
 class InferCase:
     name: str
     config: InferenceConfig | None  # None: the reference fixed-step path
+    selections: tuple[str, ...] = ()  # with samples: each selection scored on the same trajectories
 
-    @property
-    def kind(self) -> str:
-        if self.config is None:
-            return "reference"
-        uses_checker = "valid" in self.config.policy or self.config.select == "valid"
-        return "checker" if uses_checker else "model"
+
+def kind_of(config: InferenceConfig | None, select: str) -> str:
+    if config is None:
+        return "reference"
+    return "checker" if "valid" in config.policy or select == "valid" else "model"
 
 
 def default_suite(
@@ -59,11 +61,10 @@ def default_suite(
         cases.append(InferCase(f"halt {policy}, cap {4 * n_sup}", InferenceConfig(policy=policy, max_steps=4 * n_sup)))
     selections = ("q", "vote", "valid") if checkable else ("q", "vote")
     for k in samples:
-        for select in selections:
-            cfg = InferenceConfig(samples=k, noise=noise, noise_mode=noise_mode, select=select)
-            cases.append(InferCase(f"{k} samples, noise {noise:g} {noise_mode}, select {select}", cfg))
-        cfg = InferenceConfig(policy="adaptive", samples=k, noise=noise, noise_mode=noise_mode, select="q")
-        cases.append(InferCase(f"{k} samples adaptive, select q", cfg))
+        cfg = InferenceConfig(samples=k, noise=noise, noise_mode=noise_mode)
+        cases.append(InferCase(f"{k} samples, noise {noise:g} {noise_mode}", cfg, selections))
+        cfg = InferenceConfig(policy="adaptive", samples=k, noise=noise, noise_mode=noise_mode)
+        cases.append(InferCase(f"{k} samples adaptive, noise {noise:g} {noise_mode}", cfg, selections))
     return cases
 
 
@@ -75,52 +76,62 @@ def run_case(
     ids: np.ndarray,
     case: InferCase,
     batch_size: int,
-) -> dict:
-    """One configuration over every puzzle: the record of its accuracy, compute and speed."""
+) -> list[dict]:
+    """One configuration over every puzzle: a record of its accuracy, compute and speed per selection."""
     device = model.y_init.device
     n = len(inputs)
-    mask = labels != IGNORE_LABEL
+    checker = checker_for(task) if task is not None else None
     started = time.perf_counter()
     if case.config is None:
-        preds, steps, compute, latency = [], np.full(n, model.config.N_sup), np.full(n, model.config.N_sup), []
+        preds, latency = [], []
         for lo in range(0, n, batch_size):
             t0 = time.perf_counter()
             x = torch.from_numpy(inputs[lo : lo + batch_size].astype(np.int32)).to(device)
             res = think(model, x, torch.from_numpy(ids[lo : lo + batch_size].astype(np.int32)).to(device))
             preds.append(res.preds.cpu().numpy())
             latency += [time.perf_counter() - t0] * len(x)
-        pred = np.concatenate(preds)
+        seconds = time.perf_counter() - started
+        steps = np.full(n, model.config.N_sup)
+        picks = {"fixed": (np.concatenate(preds), steps)}
         config = {"policy": "fixed", "max_steps": model.config.N_sup, "samples": 1}
     else:
         cfg = InferenceConfig(**{**asdict(case.config), "batch_size": batch_size})
-        engine = Engine(model, cfg, checker_for(task) if task is not None else None)
+        engine = Engine(model, cfg, checker)
         answers = sorted(
             engine.run(Request(x, int(i)) for x, i in zip(inputs, ids, strict=True)), key=lambda a: a.index
         )
-        pred = np.stack([a.preds for a in answers])
-        steps = np.array([a.steps for a in answers])
-        compute = np.array([a.compute for a in answers])
+        seconds = time.perf_counter() - started
         latency = [a.latency_s for a in answers]
-        config = {k: getattr(cfg, k) for k in ("policy", "max_steps", "samples", "noise", "noise_mode", "select")}
+        picks = {}
+        for select in case.selections or (cfg.select,):
+            chosen = [choose(a.trajectories, select, checker, a.request.inputs)[0] for a in answers]
+            picks[select] = (np.stack([t.preds for t in chosen]), np.array([t.steps for t in chosen]))
+        compute = np.mean([a.compute for a in answers])
+        config = {k: getattr(cfg, k) for k in ("policy", "max_steps", "samples", "noise", "noise_mode")}
         config["max_steps"] = cfg.max_steps or model.config.N_sup
-    seconds = time.perf_counter() - started
-    exact = ((torch.from_numpy(pred).long() == labels) | ~mask).all(-1).float().mean().item()
-    valid = None
-    if task is not None and getattr(task, "checkable", False):
-        valid = float(np.mean(task.check_tokens(pred, inputs)))
-    return {
-        "name": case.name,
-        "kind": case.kind,
-        **config,
-        "count": n,
-        "exact": exact,
-        "valid": valid,
-        "mean_steps": float(np.mean(steps)),
-        "compute": float(np.mean(compute)),
-        "seconds": seconds,
-        "puzzles_per_s": n / seconds,
-        "latency_ms": 1000 * float(np.mean(latency)),
-    }
+    records = []
+    mask = labels != IGNORE_LABEL
+    for select, (pred, steps) in picks.items():
+        exact = ((torch.from_numpy(pred).long() == labels) | ~mask).all(-1).float().mean().item()
+        valid = float(np.mean(checker(pred, inputs))) if checker is not None else None
+        name = case.name + (f", select {select}" if case.selections else "")
+        records.append(
+            {
+                "name": name,
+                "kind": kind_of(case.config, select),
+                **config,
+                "select": select,
+                "count": n,
+                "exact": exact,
+                "valid": valid,
+                "mean_steps": float(np.mean(steps)),
+                "compute": float(compute) if case.config is not None else float(model.config.N_sup),
+                "seconds": seconds,
+                "puzzles_per_s": n / seconds,
+                "latency_ms": 1000 * float(np.mean(latency)),
+            }
+        )
+    return records
 
 
 def bench_inference(
@@ -140,9 +151,10 @@ def bench_inference(
     labels = collate(inputs, np.asarray(ds.labels[:n]), ids, n, ds.metadata)["labels"].long()
     records = []
     for case in cases:
-        records.append(run_case(model, task, inputs, labels, ids, case, batch_size))
-        if progress is not None:
-            progress(records[-1])
+        for record in run_case(model, task, inputs, labels, ids, case, batch_size):
+            records.append(record)
+            if progress is not None:
+                progress(record)
     base = records[0]["puzzles_per_s"]
     for r in records:
         r["speedup"] = r["puzzles_per_s"] / base

@@ -296,26 +296,37 @@ class Engine:
                 finished.append(self._choose(m["index"], pending))
         return finished
 
-    # -- choosing one trajectory -----------------------------------------------------------------------------
-    def _checks(self, request: Request, trajs: list[Trajectory]) -> list[bool]:
-        inputs = np.broadcast_to(request.inputs, (len(trajs), len(request.inputs)))
-        return [bool(v) for v in self.checker(np.stack([t.preds for t in trajs]), inputs)]
-
     def _choose(self, index: int, pending: _Pending) -> Answer:
         trajs = sorted(pending.done, key=lambda t: t.sample)
-        by_q = max(trajs, key=lambda t: t.q_halt)  # max keeps the first (lowest trajectory) on ties
-        chosen, valid = by_q, None
-        if self.cfg.select == "vote" and len(trajs) > 1:
-            groups: dict[bytes, list[Trajectory]] = {}
-            for t in trajs:
-                groups.setdefault(np.asarray(t.preds).tobytes(), []).append(t)
-            best = max(groups.values(), key=lambda g: (len(g), np.mean([t.confidence for t in g])))
-            chosen = max(best, key=lambda t: t.q_halt)
-        elif self.cfg.select == "valid":
-            checks = self._checks(pending.request, trajs)
-            ok = [t for t, v in zip(trajs, checks, strict=True) if v]
-            chosen = max(ok, key=lambda t: t.q_halt) if ok else by_q
-            valid = bool(ok)
-        if self.checker is not None and valid is None:
-            valid = self._checks(pending.request, [chosen])[0]
-        return Answer(index, pending.request, chosen, trajs, valid, time.perf_counter() - (pending.started or 0.0))
+        chosen, valid = choose(trajs, self.cfg.select, self.checker, pending.request.inputs)
+        latency = time.perf_counter() - (pending.started or 0.0)
+        return Answer(index, pending.request, chosen, trajs, valid, latency)
+
+
+def choose(
+    trajs: list[Trajectory], select: str, checker: Checker | None, inputs: np.ndarray
+) -> tuple[Trajectory, bool | None]:
+    """One puzzle's answer among its trajectories (in trajectory order), and whether the checker accepts it
+    (None without a checker). q: the highest final q_halt (the first on ties, so trajectory 1, the clean
+    one, wins a tie); vote: the most frequent answer, ties broken by the mean halting probability, then its
+    member with the highest q_halt; valid: the highest-q answer the checker accepts, else as q."""
+
+    def checks(ts: list[Trajectory]) -> list[bool]:
+        rows = np.broadcast_to(inputs, (len(ts), len(inputs)))
+        return [bool(v) for v in checker(np.stack([t.preds for t in ts]), rows)]
+
+    by_q = max(trajs, key=lambda t: t.q_halt)  # max keeps the first on ties
+    chosen, valid = by_q, None
+    if select == "vote" and len(trajs) > 1:
+        groups: dict[bytes, list[Trajectory]] = {}
+        for t in trajs:
+            groups.setdefault(np.asarray(t.preds).tobytes(), []).append(t)
+        best = max(groups.values(), key=lambda g: (len(g), np.mean([t.confidence for t in g])))
+        chosen = max(best, key=lambda t: t.q_halt)
+    elif select == "valid":
+        ok = [t for t, v in zip(trajs, checks(trajs), strict=True) if v]
+        chosen = max(ok, key=lambda t: t.q_halt) if ok else by_q
+        valid = bool(ok)
+    if checker is not None and valid is None:
+        valid = checks([chosen])[0]
+    return chosen, valid
