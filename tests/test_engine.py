@@ -167,6 +167,8 @@ def test_policies_on_hand_set_q_values():
     assert parse_policy("stable:1")(v).tolist() == [False, True, True, True]
     assert parse_policy("valid")(v).tolist() == [True, False, True, False]
     assert parse_policy("min:3")(v).tolist() == [False, False, True, True]
+    assert parse_policy("giveup:0.3")(v).tolist() == [True, False, False, False]  # sigmoid(-1) = 0.27
+    assert parse_policy("min:2+giveup:0.6")(v).tolist() == [False, False, False, True]  # sigmoid(0.1) = 0.52
     assert parse_policy("q+stable:2")(v).tolist() == [False, False, True, True]
     assert parse_policy("q:0.9|valid")(v).tolist() == [True, False, True, False]
     assert parse_policy("q+min:4|valid")(v).tolist() == [True, False, True, True]  # + binds tighter than |
@@ -206,7 +208,7 @@ def test_valid_policy_stops_on_a_checked_answer():
 
 @pytest.mark.parametrize(
     "spec",
-    ["nope", "q:2", "q:abc", "stable:0", "stable:x", "min", "fixed:3", "q+", "|q"],
+    ["nope", "q:2", "q:abc", "stable:0", "stable:x", "min", "fixed:3", "q+", "|q", "giveup", "giveup:0"],
 )
 def test_bad_policies_are_config_errors(spec):
     with pytest.raises(ConfigError):

@@ -87,9 +87,10 @@ def _add_inference(p: argparse.ArgumentParser) -> None:
         const="adaptive",
         default="fixed",
         metavar="POLICY",
-        help="halting policy: bare --halt is the default adaptive policy; fixed (default: run to the step cap), "
-        "q[:t] (Q head, sigmoid(q_halt) > t), q-continue, stable[:k] (answer unchanged for k steps), valid (the "
-        "task's checker), min:m; combine with + (and) or | (or), e.g. 'q+stable:2'",
+        help="halting policy: bare --halt is the default adaptive policy (q+stable:1); fixed (default: run to the "
+        "step cap), q[:t] (Q head, sigmoid(q_halt) > t), q-continue, stable[:k] (answer unchanged for k steps), "
+        "valid (the task's checker), min:m, giveup:t (sigmoid(q_halt) < t); combine with + (and) or | (or), "
+        "e.g. 'q:0.9|stable:2'",
     )
     g.add_argument(
         "--max-steps",

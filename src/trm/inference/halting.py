@@ -12,6 +12,8 @@ Policies by name (`parse_policy`):
     valid          the task's checker accepts the answer without its solution (Sudoku constraints and
                    givens; a shortest S-to-G maze path); not for ARC, whose answers cannot be checked
     min:m          at least m steps (combine with AND to delay another policy)
+    giveup:t       the Q head is sure the answer is wrong: sigmoid(q_halt) < t (combine with min:m, so that a
+                   puzzle the model calls hopeless after m steps stops spending compute)
 
 Combinations: `a+b` halts when both do (AND), `a|b` when either does (OR); `+` binds tighter than `|`, so
 `q+stable:1|valid` is `(q AND stable:1) OR valid`.
@@ -26,7 +28,7 @@ import torch
 
 from trm.errors import ConfigError
 
-DEFAULT_POLICY = "q+stable:2"  # chosen by measurement (BENCHMARKS.md section 7): see `trm bench --infer`
+DEFAULT_POLICY = "q+stable:1"  # chosen by measurement: BENCHMARKS.md section 7 (`trm bench --infer`)
 
 
 @dataclass
@@ -99,6 +101,17 @@ class Valid(Policy):
         return view.valid()
 
 
+class GiveUp(Policy):
+    def __init__(self, threshold: float):
+        if not 0.0 < threshold <= 1.0:
+            raise ConfigError(f"halting policy giveup:{threshold}: the threshold is a probability in (0, 1]")
+        self.threshold, self.name = threshold, f"giveup:{threshold:g}"
+        self.logit = float(torch.logit(torch.tensor(threshold, dtype=torch.float64))) if threshold < 1 else float("inf")
+
+    def __call__(self, view: StepView) -> torch.Tensor:
+        return view.q_halt < self.logit
+
+
 class MinSteps(Policy):
     def __init__(self, m: int):
         if m < 1:
@@ -135,9 +148,6 @@ class Any(Policy):
         return out
 
 
-POLICY_NAMES = ("fixed", "q", "q-continue", "stable", "valid", "min")
-
-
 def _number(name: str, arg: str, kind: type) -> float | int:
     try:
         return kind(arg)
@@ -161,9 +171,11 @@ def _atom(text: str) -> Policy:
         return Valid()
     if name == "min" and arg:
         return MinSteps(_number(name, arg, int))
+    if name == "giveup" and arg:
+        return GiveUp(_number(name, arg, float))
     raise ConfigError(
         f"unknown halting policy {text.strip()!r}; known: fixed, q[:t], q-continue, stable[:k], valid, min:m, "
-        "combined with + (and) or | (or)"
+        "giveup:t, combined with + (and) or | (or)"
     )
 
 
