@@ -30,7 +30,12 @@ def main() -> None:
         for noise in args.noise:
             cfg = InferenceConfig(samples=args.samples, noise=noise, noise_mode=mode)
             cases.append(InferCase(f"{args.samples} samples, noise {noise:g} {mode}", cfg, ("q", "vote")))
-    records = bench_inference(model, task_for(ckpt, model.config), args.data, cases, max_examples=args.max_examples)
+    task = task_for(ckpt, model.config)
+
+    def show(r: dict) -> None:
+        print(f"{r['name']}, select {r['select']}: exact {100 * r['exact']:.1f}%", flush=True)
+
+    records = bench_inference(model, task, args.data, cases, max_examples=args.max_examples, progress=show)
     print(markdown(records))
 
 

@@ -203,7 +203,7 @@ def test_valid_policy_stops_on_a_checked_answer():
         return (preds == 3).all(axis=1)
 
     (ans,) = Engine(Scripted(n_sup=8), InferenceConfig(policy="valid"), checker).run([scripted(99, 5)])
-    assert ans.steps == 3 and ans.valid
+    assert ans.steps == 3 and (ans.preds == 3).all()
 
 
 @pytest.mark.parametrize(
@@ -215,15 +215,30 @@ def test_bad_policies_are_config_errors(spec):
         parse_policy(spec)
 
 
-def test_the_default_policy_parses_and_adaptive_names_it():
-    assert InferenceConfig(policy="adaptive").policy == DEFAULT_POLICY
-    parse_policy(DEFAULT_POLICY)
+def test_adaptive_is_the_default_policy_of_the_models_kind():
+    assert Engine(Scripted(), InferenceConfig(policy="adaptive")).policy.name == DEFAULT_POLICY == "q+stable:1"
+    hrm_style = Scripted()
+    hrm_style.config.q_continue = True  # trained with the Q-continue head: halts by q_halt > q_continue
+    assert Engine(hrm_style, InferenceConfig(policy="adaptive")).policy.name == "q-continue+stable:1"
+
+
+def test_puzzle_identifiers_outside_the_table_are_refused():
+    model = tiny_trm()  # one identifier: the blank one
+    with pytest.raises(ConfigError, match="outside"):
+        list(Engine(model).run([Request(random_inputs(1)[0], puzzle_identifier=3)]))
+
+
+def test_requests_submitted_before_run_are_answered_too():
+    requests = [scripted(1), scripted(1)]
+    engine = Engine(Scripted(), InferenceConfig(policy="q"))
+    engine.submit(scripted(1))
+    assert sorted(a.index for a in engine.run(iter(requests))) == [0, 1, 2]
 
 
 @pytest.mark.parametrize(
     "kw",
     [{"samples": 0}, {"max_steps": 0}, {"batch_size": 0}, {"noise": -0.1}, {"noise": float("nan")},
-     {"select": "best"}, {"noise_mode": "always"}],
+     {"noise": float("inf")}, {"samples": 2}, {"select": "best"}, {"noise_mode": "always"}, {"samples": True}],
 )  # fmt: skip
 def test_bad_inference_options_are_config_errors(kw):
     with pytest.raises(ConfigError):
@@ -263,7 +278,7 @@ def test_sampling_is_reproducible_under_a_seed_and_trajectory_one_is_clean():
 def _answer_with(trajs, select, checker=None):
     from trm.inference.engine import Trajectory, _Pending
 
-    engine = Engine(Scripted(), InferenceConfig(samples=len(trajs), select=select), checker)
+    engine = Engine(Scripted(), InferenceConfig(samples=len(trajs), noise=0.1, select=select), checker)
     pending = _Pending(Request(np.zeros(4, dtype=np.int32)))
     pending.done = [Trajectory(k, np.full(4, p), 1, q, 0.0) for k, (p, q) in enumerate(trajs)]
     return engine._choose(0, pending)

@@ -276,3 +276,26 @@ def test_bench_infer_compares_policies_on_a_checkpoint(trained, data4, tmp_path,
     assert {r["kind"] for r in records} == {"reference", "model", "checker"}
     assert all(r["count"] == 24 for r in records)
     assert "| fixed 4 (reference) | reference |" in (tmp_path / "b.md").read_text()
+
+
+def test_eval_under_torchrun_with_a_rank_that_gets_no_rows(trained, data4, capsys):
+    """3 examples in chunks of 8 over 2 ranks: rank 0 takes all 3, rank 1 none; the metrics equal one
+    process's (every rank reduces the same metric keys)."""
+    import os
+    import subprocess
+    import sys
+
+    args = ["eval", str(trained), str(data4), "--max-examples", "3", "--batch-size", "8", "--device", "cpu"]
+    assert main(args) == 0
+    single = [ln for ln in capsys.readouterr().out.splitlines() if len(ln.split()) == 2]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [str(torchrun), "--nproc-per-node", "2", "-m", "trm.cli", *args], capture_output=True, text=True, env=env,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    two = {ln.split()[0]: float(ln.split()[1]) for ln in proc.stdout.splitlines() if len(ln.split()) == 2}
+    one = {ln.split()[0]: float(ln.split()[1]) for ln in single}
+    one.pop("valid_solution")  # counted in a single process only
+    assert two == pytest.approx(one, abs=1e-5) and two["count"] == 3

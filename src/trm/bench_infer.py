@@ -56,7 +56,7 @@ def default_suite(
     cases += [InferCase(f"fixed {k * n_sup}", InferenceConfig(max_steps=k * n_sup)) for k in (1, 2, 4)]
     extra = ["q-continue"] if q_continue else []
     extra += ["valid", "q|valid"] if checkable else []
-    for policy in (*policies, *extra):
+    for policy in dict.fromkeys((*policies, *extra)):  # each once, in order
         cases.append(InferCase(f"halt {policy}", InferenceConfig(policy=policy)))
         cases.append(InferCase(f"halt {policy}, cap {4 * n_sup}", InferenceConfig(policy=policy, max_steps=4 * n_sup)))
     selections = ("q", "vote", "valid") if checkable else ("q", "vote")
@@ -146,6 +146,10 @@ def bench_inference(
 ) -> list[dict]:
     ds = load_split(data, split)
     check_fits(model, ds)
+    checker = checker_for(task) if task is not None else None
+    for case in cases:  # a configuration the task cannot serve fails before any is run
+        if case.config is not None:
+            Engine(model, case.config, checker)
     n = min(ds.num_examples, max_examples or ds.num_examples)
     inputs, ids = np.asarray(ds.inputs[:n]), ds.example_puzzle_ids()[:n]
     labels = collate(inputs, np.asarray(ds.labels[:n]), ids, n, ds.metadata)["labels"].long()
@@ -169,8 +173,9 @@ def markdown(records: list[dict]) -> str:
     rows = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in records:
         valid = "-" if r["valid"] is None else f"{100 * r['valid']:.1f}%"
+        name = r["name"].replace("|", "\\|")  # a policy's "or" must not end the table cell
         rows.append(
-            f"| {r['name']} | {r['kind']} | {100 * r['exact']:.1f}% | {valid} | {r['mean_steps']:.2f} | "
+            f"| {name} | {r['kind']} | {100 * r['exact']:.1f}% | {valid} | {r['mean_steps']:.2f} | "
             f"{r['compute']:.2f} | {r['puzzles_per_s']:.1f} | {r['latency_ms']:.0f} | {r['speedup']:.2f}x |"
         )
     return "\n".join(rows) + "\n"

@@ -347,7 +347,9 @@ def _read_puzzle_arg(text: str, task) -> list[str]:
 def solve(args: argparse.Namespace) -> int:
     import time
 
-    from trm.inference import solve_puzzles
+    from tqdm import tqdm
+
+    from trm.inference import policy_for, solve_puzzles
     from trm.models.trm import pick_device
     from trm.tasks import task_for
 
@@ -364,8 +366,10 @@ def solve(args: argparse.Namespace) -> int:
     out = _open_output(args.out)
     started = time.perf_counter()
     valid = steps = compute = 0
+    bar = tqdm(total=len(puzzles), desc="solving", unit="puzzle", file=sys.stderr, disable=len(puzzles) < 2)
     try:
         for i, sol in enumerate(solve_puzzles(model, task, puzzles, config)):
+            bar.update(1)
             valid, steps, compute = valid + sol.valid, steps + sol.steps, compute + sol.compute
             if out is not None:
                 out.write(json.dumps(_solution_record(i, task, sol)) + "\n")
@@ -385,13 +389,15 @@ def solve(args: argparse.Namespace) -> int:
                 f"confidence: {sol.confidence:.3f}"
             )
     finally:
+        bar.close()
         if out is not None:
             out.close()
     seconds = time.perf_counter() - started
     n = len(puzzles)
+    policy = policy_for(config.policy, model.config.q_continue).name
     print(
         f"{n} puzzle(s): {valid} valid ({100 * valid / n:.1f}%), mean steps {steps / n:.2f}, "
-        f"supervision steps per puzzle {compute / n:.2f}, {n / seconds:.1f} puzzles/s (policy {config.policy}, "
+        f"supervision steps per puzzle {compute / n:.2f}, {n / seconds:.1f} puzzles/s (policy {policy}, "
         f"step cap {config.max_steps or model.config.N_sup}, {config.samples} trajectory(ies) per puzzle)"
     )
     if args.out:
@@ -438,6 +444,7 @@ def _solve_arc(args: argparse.Namespace, model, task, inference) -> int:
     ):
         if value < low:
             raise ConfigError(f"{flag} must be at least {low}, got {value}")
+    Engine(model, inference)  # a policy or selection ARC cannot serve (no checker) fails before fine-tuning
     tasks = arc.load_tasks(args.puzzle)
     cfg = AdaptConfig(
         aug=args.aug,
@@ -540,8 +547,8 @@ def _bench_infer(args: argparse.Namespace) -> int:
     ckpt_path, data = args.infer
     if args.preset or args.overrides:
         raise ConfigError("--infer takes a checkpoint and a data set, not a preset")
-    if args.batch_size < 1 or any(k < 1 for k in args.samples):
-        raise ConfigError("--batch-size and --samples must be at least 1")
+    if args.batch_size < 1 or any(k < 1 for k in args.samples) or (args.max_examples or 1) < 1:
+        raise ConfigError("--batch-size, --samples and --max-examples must be at least 1")
     device = pick_device(args.device)
     model, ckpt = load_checkpoint(ckpt_path, device)
     try:
@@ -580,6 +587,7 @@ def _bench_infer(args: argparse.Namespace) -> int:
         write_json(args.json, {**meta, "records": records})
         print(f"records written to {args.json}")
     if args.md:
+        args.md.parent.mkdir(parents=True, exist_ok=True)
         args.md.write_text(table)
         print(f"table written to {args.md}")
     if args.plot:

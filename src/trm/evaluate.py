@@ -59,21 +59,23 @@ def evaluate(
     """Metrics are means over examples: accuracy (per token), exact_accuracy (whole answer), q_halt_accuracy,
     steps (of the chosen trajectory), compute (supervision steps over all trajectories), lm_loss,
     q_halt_loss. The examples run through the inference engine (`inference`: halting policy, step cap,
-    samples; fixed N_sup steps by default) in a pool of `batch_size` rows. With `save_outputs`, also the
-    final logits, halting logits, predictions and steps of every example in data set order (of this rank's
-    rows). `on_batch(batch, result, n_real)` sees every `batch_size` finished examples (task evaluators such
-    as ARC voting hook in here; examples finish in any order, `batch["position"]` says where each one is).
-    Under torch.distributed each rank evaluates its slice of every chunk and the metrics are summed over
-    ranks. `blank_identifiers` feeds the model the blank puzzle identifier (0)
-    instead of each example's own, to measure what the learned identity contributes (hooks still see the
-    true identifiers). `checker` is the task's answer checker, for the policies and selection that use it."""
+    samples; fixed N_sup steps by default) in a pool of `batch_size` rows (under torch.distributed each rank
+    takes its slice of every chunk, in a pool of its share, and the metrics are summed over ranks). With
+    `save_outputs`, also the final logits, halting logits, predictions and steps of every example in data
+    set order (of this rank's rows). `on_batch(batch, result, n_real)` sees every pool-full of finished
+    examples (task evaluators such as ARC voting hook in here; examples finish in any order,
+    `batch["position"]` says where each one is). `blank_identifiers` feeds the model the blank puzzle
+    identifier (0) instead of each example's own, to measure what the learned identity contributes (hooks
+    still see the true identifiers). `checker` is the task's answer checker, for the policies and selection
+    that use it."""
     check_fits(model, ds)
-    config = replace(inference or InferenceConfig(), batch_size=batch_size, keep_logits=True)
+    local = -(-batch_size // world_size)  # each rank's pool: its share of every chunk, as before the engine
+    engine = Engine(model, replace(inference or InferenceConfig(), batch_size=local, keep_logits=True), checker)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    engine = Engine(model, config, checker)
-    sums: dict[str, float] = {}
+    keys = ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "compute", "lm_loss", "q_halt_loss")
+    sums = dict.fromkeys(keys, 0.0)  # every rank reduces the same keys, also one that got no rows
     outputs: dict[str, list[np.ndarray]] = {"order": [], "logits": [], "q_halt_logits": [], "preds": [], "steps": []}
     total = 0
 
@@ -114,7 +116,7 @@ def evaluate(
             ("lm_loss", losses.lm),
             ("q_halt_loss", losses.q_halt),
         ):
-            sums[key] = sums.get(key, 0.0) + float(value)
+            sums[key] += float(value)
         total += n
         if on_batch is not None:
             on_batch(data, res, n)
@@ -131,7 +133,7 @@ def evaluate(
         done: list[Answer] = []
         for answer in engine.run(requests()):
             done.append(answer)
-            if len(done) == batch_size:
+            if len(done) == local:
                 flush(done)
                 done = []
         if done:

@@ -240,7 +240,9 @@ class Trainer:
                 self.model,
                 self.eval_ds,
                 cfg.global_batch_size,
-                inference=InferenceConfig(policy="q" if cfg.eval_halt else "fixed"),
+                inference=InferenceConfig(
+                    policy=("q-continue" if cfg.model.q_continue else "q") if cfg.eval_halt else "fixed"
+                ),
                 max_examples=cfg.eval_max_examples,
                 loss_type=cfg.loss_type,
                 progress=bar.update,

@@ -1,12 +1,12 @@
 """Inference: puzzles in, answers out, through the continuous-batching engine (`trm.inference.engine`) with a
-halting policy (`trm.inference.halting`). The same engine serves `trm solve`, `trm eval`, ARC voting and the
-server.
+halting policy (`trm.inference.halting`). The same engine serves `trm solve`, `trm eval` and ARC voting, and
+takes a stream of puzzles arriving at any time (`Engine.submit` / `Engine.step`).
 
 Three lines from a checkpoint to answers:
 
     from trm.inference import Solver
     solver = Solver.load("runs/demo/run", policy="adaptive")
-    for s in solver.solve(["1....2..3...", ...]): print(s.answer, s.valid, s.steps, s.confidence)
+    for s in solver.solve(["1....2..3...4.....5...6...1.........", ...]): print(s.answer, s.valid, s.steps)
 """
 
 from __future__ import annotations
@@ -20,10 +20,19 @@ import torch
 from torch import nn
 
 from trm.inference.engine import Answer, Engine, InferenceConfig, Request
-from trm.inference.halting import DEFAULT_POLICY, parse_policy
+from trm.inference.halting import DEFAULT_POLICY, parse_policy, policy_for
 from trm.tasks.base import Task
 
-__all__ = ["DEFAULT_POLICY", "Engine", "InferenceConfig", "Request", "Solution", "Solver", "parse_policy"]
+__all__ = [
+    "DEFAULT_POLICY",
+    "Engine",
+    "InferenceConfig",
+    "Request",
+    "Solution",
+    "Solver",
+    "parse_policy",
+    "policy_for",
+]
 
 
 @dataclass
@@ -70,7 +79,7 @@ def _solution(task: Task, puzzle: np.ndarray, ans: Answer) -> Solution:
     return Solution(
         puzzle=puzzle,
         answer=answer,
-        valid=bool(task.is_solution(answer, puzzle)),
+        valid=ans.valid if ans.valid is not None else bool(task.is_solution(answer, puzzle)),
         steps=ans.steps,
         compute=ans.compute,
         confidence=ans.confidence,

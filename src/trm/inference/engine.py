@@ -17,10 +17,12 @@ vote over the answers (model-only selections), or by the task's checker (checker
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Any, Literal
 
 import numpy as np
@@ -28,7 +30,7 @@ import torch
 from torch import nn
 
 from trm.errors import ConfigError
-from trm.inference.halting import DEFAULT_POLICY, Policy, StepView, parse_policy
+from trm.inference.halting import Policy, StepView, parse_policy, policy_for
 
 Checker = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (pred tokens [B, L], input tokens [B, L]) -> bool [B]
 SELECTIONS = ("q", "vote", "valid")
@@ -38,8 +40,8 @@ NOISE_MODES = ("init", "step", "both")
 @dataclass
 class InferenceConfig:
     """How to think: the halting policy (a name, see `trm.inference.halting`; "adaptive" is the default
-    adaptive policy), the step cap (default: the model's N_sup), trajectories per puzzle and their noise,
-    how one trajectory is chosen, and the pool size."""
+    adaptive policy of the model's kind), the step cap (default: the model's N_sup), trajectories per puzzle
+    and their noise, how one trajectory is chosen, and the pool size."""
 
     policy: str = "fixed"
     max_steps: int | None = None
@@ -54,16 +56,18 @@ class InferenceConfig:
 
     def __post_init__(self) -> None:
         for name, value in (("max_steps", self.max_steps), ("samples", self.samples), ("batch_size", self.batch_size)):
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (not isinstance(value, Integral) or isinstance(value, bool) or value < 1):
                 raise ConfigError(f"{name.replace('_', '-')} must be an integer of at least 1, got {value}")
-        if not self.noise >= 0:  # also refuses NaN
-            raise ConfigError(f"noise must be a non-negative scale, got {self.noise}")
+        if not (self.noise >= 0 and math.isfinite(self.noise)):  # also refuses NaN and inf
+            raise ConfigError(f"noise must be a finite non-negative scale, got {self.noise}")
+        if self.samples > 1 and self.noise == 0:
+            raise ConfigError(
+                f"samples {self.samples} needs a noise scale > 0: without noise the trajectories are identical"
+            )
         if self.noise_mode not in NOISE_MODES:
             raise ConfigError(f"noise mode must be one of {', '.join(NOISE_MODES)}, got {self.noise_mode!r}")
         if self.select not in SELECTIONS:
             raise ConfigError(f"selection must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
-        if self.policy == "adaptive":
-            self.policy = DEFAULT_POLICY
         parse_policy(self.policy)  # an unknown policy fails here, before any work
 
 
@@ -100,7 +104,7 @@ class Answer:
     request: Request
     chosen: Trajectory
     trajectories: list[Trajectory]
-    valid: bool | None = None  # the task's checker on the chosen answer (None without a checker)
+    valid: bool | None = None  # the checker's verdict when it chose the answer (select "valid"), else None
     latency_s: float = 0.0  # from its first row entering the pool to the answer
 
     @property
@@ -130,12 +134,12 @@ class _Pending:
 class Engine:
     """`submit` puzzles, call `step` until `idle` (each call is one supervision step of the whole pool and
     returns the puzzles it finished), or iterate `run(requests)`. The model is any module with TRM's step
-    interface: `initial_state(b)`, `forward(y, z, inputs, ids) -> (y, z, logits, q_halt, q_continue)` and
-    `config.N_sup`."""
+    interface: `initial_state(b)`, `forward(y, z, inputs, ids) -> (y, z, logits, q_halt, q_continue)`, a
+    `y_init` buffer (its device is the engine's) and `config.N_sup`."""
 
     def __init__(self, model: nn.Module, config: InferenceConfig | None = None, checker: Checker | None = None):
         self.model, self.cfg, self.checker = model, config or InferenceConfig(), checker
-        self.policy: Policy = parse_policy(self.cfg.policy)
+        self.policy: Policy = policy_for(self.cfg.policy, bool(getattr(model.config, "q_continue", False)))
         if self.checker is None and (self.policy.needs_checker or self.cfg.select == "valid"):
             what = f"halting policy {self.policy.name}" if self.policy.needs_checker else "--select valid"
             raise ConfigError(f"{what} needs a task whose answers can be checked without the solution")
@@ -150,6 +154,11 @@ class Engine:
 
     # -- queue ---------------------------------------------------------------------------------------------
     def submit(self, request: Request) -> int:
+        table = getattr(self.model.config, "num_puzzle_identifiers", None)
+        if table is not None and not 0 <= request.puzzle_identifier < table:
+            raise ConfigError(
+                f"puzzle identifier {request.puzzle_identifier} is outside the model's {table} identifiers"
+            )
         index = self.submitted
         self.submitted += 1
         self.pending[index] = _Pending(request)
@@ -167,11 +176,12 @@ class Engine:
     def run(self, requests: Iterable[Request]) -> Iterator[Answer]:
         """Every request's answer, in the order they finish; the queue is filled lazily from `requests`."""
         source = iter(requests)
+        end = object()
         exhausted = False
         while True:
             while not exhausted and len(self.queue) < self.cfg.batch_size:
-                nxt = next(source, None)
-                if nxt is None:
+                nxt = next(source, end)
+                if nxt is end:
                     exhausted = True
                 else:
                     self.submit(nxt)
@@ -306,9 +316,9 @@ class Engine:
 def choose(
     trajs: list[Trajectory], select: str, checker: Checker | None, inputs: np.ndarray
 ) -> tuple[Trajectory, bool | None]:
-    """One puzzle's answer among its trajectories (in trajectory order), and whether the checker accepts it
-    (None without a checker). q: the highest final q_halt (the first on ties, so trajectory 1, the clean
-    one, wins a tie); vote: the most frequent answer, ties broken by the mean halting probability, then its
+    """One puzzle's answer among its trajectories (in trajectory order), and (select "valid" only) whether
+    the checker accepted it. q: the highest final q_halt (the first on ties, so the clean trajectory, sample
+    0, wins a tie); vote: the most frequent answer, ties broken by the mean halting probability, then its
     member with the highest q_halt; valid: the highest-q answer the checker accepts, else as q."""
 
     def checks(ts: list[Trajectory]) -> list[bool]:
@@ -327,6 +337,4 @@ def choose(
         ok = [t for t, v in zip(trajs, checks(trajs), strict=True) if v]
         chosen = max(ok, key=lambda t: t.q_halt) if ok else by_q
         valid = bool(ok)
-    if checker is not None and valid is None:
-        valid = checks([chosen])[0]
     return chosen, valid

@@ -31,6 +31,17 @@ from trm.errors import ConfigError
 DEFAULT_POLICY = "q+stable:1"  # chosen by measurement: BENCHMARKS.md section 7 (`trm bench --infer`)
 
 
+def adaptive_policy(q_continue: bool) -> str:
+    """The default adaptive policy ("adaptive", bare `--halt`); a model trained with the HRM-style Q-continue
+    head halts by its own rule, q_halt > q_continue, instead of q_halt > 0."""
+    return DEFAULT_POLICY.replace("q+", "q-continue+", 1) if q_continue else DEFAULT_POLICY
+
+
+def policy_for(spec: str | None, q_continue: bool) -> Policy:
+    """The policy a model runs for `spec`: "adaptive" becomes the default of the model's kind."""
+    return parse_policy(adaptive_policy(q_continue) if spec == "adaptive" else spec)
+
+
 @dataclass
 class StepView:
     """What a policy may read about the live rows after one supervision step."""
@@ -180,11 +191,13 @@ def _atom(text: str) -> Policy:
 
 
 def parse_policy(spec: str | Policy | None) -> Policy:
-    """A policy from its name (see the module docstring); None is `fixed`."""
+    """A policy from its name (see the module docstring); None is `fixed`, "adaptive" the default policy."""
     if spec is None:
         return Fixed()
     if isinstance(spec, Policy):
         return spec
+    if spec == "adaptive":
+        spec = DEFAULT_POLICY
     ors = [[_atom(a) for a in part.split("+")] for part in spec.split("|")]
     terms = [parts[0] if len(parts) == 1 else All(parts) for parts in ors]
     return terms[0] if len(terms) == 1 else Any(terms)
