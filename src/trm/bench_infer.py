@@ -22,7 +22,7 @@ import torch
 
 from trm.data import IGNORE_LABEL, collate, load_split
 from trm.evaluate import check_fits
-from trm.inference import Engine, InferenceConfig, Request, checker_for
+from trm.inference import Engine, InferenceConfig, Request, checker_for, policy_for
 from trm.inference.engine import choose
 from trm.supervision import think
 from trm.tasks.base import Task
@@ -47,11 +47,12 @@ def default_suite(
     samples: tuple[int, ...] = (4, 16),
     noise: float = 0.3,
     noise_mode: str = "init",
-    policies: tuple[str, ...] = ("q", "q:0.9", "stable:1", "stable:2", "q+stable:1", "q+stable:2", "adaptive"),
+    policies: tuple[str, ...] = ("q", "q:0.9", "stable:1", "stable:2", "q+stable:1", "q+stable:2"),
     q_continue: bool = False,
 ) -> list[InferCase]:
     """Fixed N_sup (reference and engine), 2x and 4x N_sup, each halting policy at the N_sup cap and at 4x,
-    and K sampled trajectories chosen by Q head and vote (and by the checker where the task has one)."""
+    and K sampled trajectories, run to the cap or halting by the default adaptive policy, chosen by Q head
+    and vote (and by the checker where the task has one)."""
     cases = [InferCase(f"fixed {n_sup} (reference)", None)]
     cases += [InferCase(f"fixed {k * n_sup}", InferenceConfig(max_steps=k * n_sup)) for k in (1, 2, 4)]
     extra = ["q-continue"] if q_continue else []
@@ -63,8 +64,9 @@ def default_suite(
     for k in samples:
         cfg = InferenceConfig(samples=k, noise=noise, noise_mode=noise_mode)
         cases.append(InferCase(f"{k} samples, noise {noise:g} {noise_mode}", cfg, selections))
-        cfg = InferenceConfig(policy="adaptive", samples=k, noise=noise, noise_mode=noise_mode)
-        cases.append(InferCase(f"{k} samples adaptive, noise {noise:g} {noise_mode}", cfg, selections))
+        adaptive = policy_for("adaptive", q_continue).name
+        cfg = InferenceConfig(policy=adaptive, samples=k, noise=noise, noise_mode=noise_mode)
+        cases.append(InferCase(f"{k} samples, noise {noise:g} {noise_mode}, halt {adaptive}", cfg, selections))
     return cases
 
 
