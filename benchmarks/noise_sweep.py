@@ -33,7 +33,7 @@ def main() -> None:
     task = task_for(ckpt, model.config)
 
     def show(r: dict) -> None:
-        print(f"{r['name']}, select {r['select']}: exact {100 * r['exact']:.1f}%", flush=True)
+        print(f"{r['name']}: exact {100 * r['exact']:.1f}%", flush=True)
 
     records = bench_inference(model, task, args.data, cases, max_examples=args.max_examples, progress=show)
     print(markdown(records))

@@ -45,7 +45,7 @@ def default_suite(
     n_sup: int,
     checkable: bool,
     samples: tuple[int, ...] = (4, 16),
-    noise: float = 0.3,
+    noise: float = 1.0,
     noise_mode: str = "init",
     policies: tuple[str, ...] = ("q", "q:0.9", "stable:1", "stable:2", "q+stable:1", "q+stable:2"),
     q_continue: bool = False,

@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--max-examples", type=int, help="the first N test examples (default all)")
     bi.add_argument("--batch-size", type=int, default=256, help="pool / batch rows (default 256)")
     bi.add_argument("--samples", type=int, nargs="+", default=[4, 16], help="trajectory counts to try (default 4 16)")
-    bi.add_argument("--noise", type=float, default=0.3, help="noise scale of the sampled trajectories (default 0.3)")
+    bi.add_argument("--noise", type=float, default=1.0, help="noise scale of the sampled trajectories (default 1.0)")
     bi.add_argument("--noise-mode", default="init", help="init, step or both (default init)")
     bi.add_argument("--policies", nargs="+", help="halting policies to try (default: a standard list)")
     bi.add_argument("--json", type=Path, metavar="FILE", help="write the records as JSON")
