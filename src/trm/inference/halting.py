@@ -21,6 +21,7 @@ Combinations: `a+b` halts when both do (AND), `a|b` when either does (OR); `+` b
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -53,110 +54,41 @@ class StepView:
     valid: Callable[[], torch.Tensor]  # [B] bool, computed on first use (a task checker costs CPU time)
 
 
+@dataclass(frozen=True)
 class Policy:
     """A named rule `view -> done mask`; `needs_checker` when it asks the task's checker."""
 
-    name = "policy"
-    needs_checker = False
+    name: str
+    decide: Callable[[StepView], torch.Tensor]
+    needs_checker: bool = False
 
     def __call__(self, view: StepView) -> torch.Tensor:
-        raise NotImplementedError
+        return self.decide(view)
 
     def __repr__(self) -> str:
         return self.name
 
 
-class Fixed(Policy):
-    name = "fixed"
-
-    def __call__(self, view: StepView) -> torch.Tensor:
-        return torch.zeros_like(view.steps, dtype=torch.bool)
+def _logit(p: float) -> float:
+    """logit(p), so that sigmoid(q) > p is compared as q > logit(p): p = 0.5 is exactly the trained q > 0."""
+    return float(torch.logit(torch.tensor(p, dtype=torch.float64)))
 
 
-class QHead(Policy):
-    def __init__(self, threshold: float = 0.5):
-        if not 0.0 <= threshold < 1.0:
-            raise ConfigError(f"halting policy q:{threshold}: the threshold is a probability in [0, 1)")
-        self.threshold = threshold
-        # sigmoid(q) > t  <=>  q > logit(t): compare logits, so t = 0.5 is exactly the trained rule q > 0
-        self.logit = (
-            float(torch.logit(torch.tensor(threshold, dtype=torch.float64))) if threshold > 0 else -float("inf")
-        )
-        self.name = "q" if threshold == 0.5 else f"q:{threshold:g}"
+def _combine(parts: list[Policy], and_: bool) -> Policy:
+    """AND (`+`) or OR (`|`) of policies; AND stops asking once no row is left to halt (a checker is costly)."""
+    if len(parts) == 1:
+        return parts[0]
 
-    def __call__(self, view: StepView) -> torch.Tensor:
-        return view.q_halt > self.logit
-
-
-class QContinue(Policy):
-    name = "q-continue"
-
-    def __call__(self, view: StepView) -> torch.Tensor:
-        return view.q_halt > view.q_continue
-
-
-class Stable(Policy):
-    def __init__(self, k: int = 2):
-        if k < 1:
-            raise ConfigError(f"halting policy stable:{k}: k must be at least 1")
-        self.k, self.name = k, f"stable:{k}"
-
-    def __call__(self, view: StepView) -> torch.Tensor:
-        return view.stable >= self.k
-
-
-class Valid(Policy):
-    name, needs_checker = "valid", True
-
-    def __call__(self, view: StepView) -> torch.Tensor:
-        return view.valid()
-
-
-class GiveUp(Policy):
-    def __init__(self, threshold: float):
-        if not 0.0 < threshold <= 1.0:
-            raise ConfigError(f"halting policy giveup:{threshold}: the threshold is a probability in (0, 1]")
-        self.threshold, self.name = threshold, f"giveup:{threshold:g}"
-        self.logit = float(torch.logit(torch.tensor(threshold, dtype=torch.float64))) if threshold < 1 else float("inf")
-
-    def __call__(self, view: StepView) -> torch.Tensor:
-        return view.q_halt < self.logit
-
-
-class MinSteps(Policy):
-    def __init__(self, m: int):
-        if m < 1:
-            raise ConfigError(f"halting policy min:{m}: m must be at least 1")
-        self.m, self.name = m, f"min:{m}"
-
-    def __call__(self, view: StepView) -> torch.Tensor:
-        return view.steps >= self.m
-
-
-class All(Policy):
-    def __init__(self, parts: list[Policy]):
-        self.parts, self.name = parts, "+".join(p.name for p in parts)
-        self.needs_checker = any(p.needs_checker for p in parts)
-
-    def __call__(self, view: StepView) -> torch.Tensor:
-        out = self.parts[0](view)
-        for p in self.parts[1:]:
-            if not bool(out.any()):  # nothing left to halt: skip the rest (and a checker it would run)
+    def decide(view: StepView) -> torch.Tensor:
+        out = parts[0](view)
+        for p in parts[1:]:
+            if and_ and not bool(out.any()):
                 break
-            out = out & p(view)
+            out = (out & p(view)) if and_ else (out | p(view))
         return out
 
-
-class Any(Policy):
-    def __init__(self, parts: list[Policy]):
-        self.parts, self.name = parts, "|".join(p.name for p in parts)
-        self.needs_checker = any(p.needs_checker for p in parts)
-
-    def __call__(self, view: StepView) -> torch.Tensor:
-        out = self.parts[0](view)
-        for p in self.parts[1:]:
-            out = out | p(view)
-        return out
+    name = ("+" if and_ else "|").join(p.name for p in parts)
+    return Policy(name, decide, any(p.needs_checker for p in parts))
 
 
 def _number(name: str, arg: str, kind: type) -> float | int:
@@ -171,19 +103,33 @@ def _number(name: str, arg: str, kind: type) -> float | int:
 def _atom(text: str) -> Policy:
     name, _, arg = text.strip().partition(":")
     if name == "fixed" and not arg:
-        return Fixed()
+        return Policy("fixed", lambda v: torch.zeros_like(v.steps, dtype=torch.bool))
     if name == "q":
-        return QHead(_number(name, arg, float) if arg else 0.5)
+        t = _number(name, arg, float) if arg else 0.5
+        if not 0.0 <= t < 1.0:
+            raise ConfigError(f"halting policy q:{arg}: the threshold is a probability in [0, 1)")
+        cut = _logit(t) if t > 0 else -math.inf
+        return Policy("q" if t == 0.5 else f"q:{t:g}", lambda v: v.q_halt > cut)
     if name == "q-continue" and not arg:
-        return QContinue()
+        return Policy("q-continue", lambda v: v.q_halt > v.q_continue)
     if name == "stable":
-        return Stable(_number(name, arg, int) if arg else 2)
+        k = _number(name, arg, int) if arg else 2
+        if k < 1:
+            raise ConfigError(f"halting policy stable:{arg}: k must be at least 1")
+        return Policy(f"stable:{k}", lambda v: v.stable >= k)
     if name == "valid" and not arg:
-        return Valid()
+        return Policy("valid", lambda v: v.valid(), needs_checker=True)
     if name == "min" and arg:
-        return MinSteps(_number(name, arg, int))
+        m = _number(name, arg, int)
+        if m < 1:
+            raise ConfigError(f"halting policy min:{arg}: m must be at least 1")
+        return Policy(f"min:{m}", lambda v: v.steps >= m)
     if name == "giveup" and arg:
-        return GiveUp(_number(name, arg, float))
+        t = _number(name, arg, float)
+        if not 0.0 < t <= 1.0:
+            raise ConfigError(f"halting policy giveup:{arg}: the threshold is a probability in (0, 1]")
+        cut = _logit(t) if t < 1 else math.inf
+        return Policy(f"giveup:{t:g}", lambda v: v.q_halt < cut)
     raise ConfigError(
         f"unknown halting policy {text.strip()!r}; known: fixed, q[:t], q-continue, stable[:k], valid, min:m, "
         "giveup:t, combined with + (and) or | (or)"
@@ -193,11 +139,9 @@ def _atom(text: str) -> Policy:
 def parse_policy(spec: str | Policy | None) -> Policy:
     """A policy from its name (see the module docstring); None is `fixed`, "adaptive" the default policy."""
     if spec is None:
-        return Fixed()
+        return _atom("fixed")
     if isinstance(spec, Policy):
         return spec
     if spec == "adaptive":
         spec = DEFAULT_POLICY
-    ors = [[_atom(a) for a in part.split("+")] for part in spec.split("|")]
-    terms = [parts[0] if len(parts) == 1 else All(parts) for parts in ors]
-    return terms[0] if len(terms) == 1 else Any(terms)
+    return _combine([_combine([_atom(a) for a in part.split("+")], and_=True) for part in spec.split("|")], and_=False)
