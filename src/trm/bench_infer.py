@@ -187,16 +187,9 @@ def markdown(records: list[dict]) -> str:
 
 def plot(records: list[dict], path: Path, title: str) -> Path:
     """Exact accuracy against supervision steps per puzzle, one marker per kind of selection."""
-    from trm.errors import TRMError
+    from trm.render import pyplot, save_figure
 
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise TRMError("the plot needs matplotlib: pip install 'trm[viz]'") from None
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = pyplot().subplots(figsize=(8, 5.5))
     style = {"reference": ("s", "black"), "model": ("o", "tab:blue"), "checker": ("^", "tab:orange")}
     for kind, (marker, colour) in style.items():
         pts = [r for r in records if r["kind"] == kind]
@@ -214,9 +207,4 @@ def plot(records: list[dict], path: Path, title: str) -> Path:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(title="selection")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=130)

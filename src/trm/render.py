@@ -23,6 +23,28 @@ def _square(grid: np.ndarray) -> np.ndarray:
     return grid
 
 
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend; a missing matplotlib is one TRMError line."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise TRMError("pictures need matplotlib: pip install 'trm[viz]'") from None
+    return plt
+
+
+def save_figure(fig, path: Path, dpi: int) -> Path:
+    """Write a figure (making its directory) and free it."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path
+
+
 def save_png(
     path: Path,
     panels: Sequence[tuple[str, np.ndarray, np.ndarray | None]],
@@ -31,15 +53,10 @@ def save_png(
 ) -> Path:
     """One image of titled grids side by side; `panels` holds (title, grid of cell values, wrong-cell mask or
     None). `colours[v]` fills a cell of value v; `symbols[v]`, if given, is written in it."""
-    try:
-        import matplotlib
+    plt = pyplot()
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Rectangle
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.colors import ListedColormap
-        from matplotlib.patches import Rectangle
-    except ImportError:
-        raise TRMError("PNG rendering needs matplotlib: pip install 'trm[viz]'") from None
     cmap = ListedColormap(list(colours))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
     for ax, (title, grid, wrong) in zip(axes[0], panels, strict=True):
@@ -61,12 +78,7 @@ def save_png(
         if wrong is not None:
             for r, c in zip(*np.nonzero(_square(wrong)), strict=True):
                 ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor=WRONG, linewidth=1.5))
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def example_png(task, path: Path, question: np.ndarray, pred: np.ndarray, truth: np.ndarray | None) -> Path:
