@@ -1,0 +1,149 @@
+"""The CLI's commands: each turns parsed arguments into calls of the library and prints the result. Data set
+building lives in `build`, evaluation and solving in `infer`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+import yaml
+
+from trm.commands.build import data
+from trm.commands.infer import eval, solve  # noqa: A004 - the command's name
+from trm.errors import CheckpointError, ConfigError
+from trm.models.trm import load_checkpoint
+
+__all__ = ["bench", "convert", "data", "demo", "eval", "info", "solve", "train"]
+
+
+def demo(args: argparse.Namespace) -> int:
+    from trm.demo import run_demo
+
+    run_demo(args.out, steps=args.steps, seed=args.seed)
+    return 0
+
+
+def train(args: argparse.Namespace) -> int:
+    from trm.config import build_train_config
+    from trm.train import format_metrics, resume
+    from trm.train import train as run_train
+
+    progress = not args.no_progress
+    if args.resume:
+        if args.preset or args.overrides:
+            raise ConfigError("--resume continues a run with its saved config; give no preset or overrides")
+        metrics = resume(args.resume, progress=progress)
+    else:
+        if not args.preset:
+            raise ConfigError("give a preset (see `trm info --presets`) or --resume RUN_DIR")
+        cfg = build_train_config(args.preset, args.overrides)
+        run_dir = args.run_dir or Path("runs") / args.preset
+        metrics = run_train(cfg, run_dir, progress=progress)
+        print(f"run directory: {run_dir}")
+    if metrics:
+        print("final eval: " + format_metrics(metrics))
+    return 0
+
+
+def convert(args: argparse.Namespace) -> int:
+    from trm.checkpoint import convert_official
+
+    out = convert_official(args.official, args.out, config_path=args.config, seq_len=args.seq_len)
+    print(f"converted checkpoint written to {out}")
+    return 0
+
+
+def bench(args: argparse.Namespace) -> int:
+    if args.infer:
+        return _bench_infer(args)
+    if not args.preset:
+        raise ConfigError("give a preset to time (see `trm info --presets`) or --infer CKPT DATA")
+    from trm.bench import compare, trm_workload
+
+    print(f"{args.preset} {' '.join(args.overrides)}  torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print("batch  train step (s)  inference (puzzles/s)")
+    for batch in args.batch:
+        res = compare([trm_workload(args.preset, batch, args.overrides)], repeats=args.repeats)["trm"]
+        print(f"{batch:5d}  {res['train_s']:14.4f}  {batch / res['infer_s']:21.1f}")
+    return 0
+
+
+def _bench_infer(args: argparse.Namespace) -> int:
+    import platform
+    import time
+
+    from trm.bench_infer import bench_inference, default_suite, markdown, plot
+    from trm.data import write_json
+    from trm.models.trm import pick_device
+    from trm.tasks import task_for
+
+    ckpt_path, data = args.infer
+    if args.preset or args.overrides:
+        raise ConfigError("--infer takes a checkpoint and a data set, not a preset")
+    if args.batch_size < 1 or any(k < 1 for k in args.samples) or (args.max_examples or 1) < 1:
+        raise ConfigError("--batch-size, --samples and --max-examples must be at least 1")
+    device = pick_device(args.device)
+    model, ckpt = load_checkpoint(ckpt_path, device)
+    try:
+        task = task_for(ckpt, model.config)
+    except CheckpointError:
+        task = None
+    options = {"samples": tuple(args.samples), "noise": args.noise, "noise_mode": args.noise_mode}
+    if args.policies:
+        options["policies"] = tuple(args.policies)
+    cases = default_suite(
+        model.config.N_sup, bool(task is not None and task.checkable), q_continue=model.config.q_continue, **options
+    )
+    print(f"# {ckpt}: {len(cases)} configurations, torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    def show(r: dict) -> None:
+        valid = "" if r["valid"] is None else f" valid {100 * r['valid']:.1f}%"
+        print(
+            f"{r['name']:42s} exact {100 * r['exact']:5.1f}%{valid}  steps {r['mean_steps']:5.2f}  "
+            f"steps/puzzle {r['compute']:6.2f}  {r['puzzles_per_s']:7.1f} puzzles/s",
+            flush=True,
+        )
+
+    records = bench_inference(model, task, data, cases, args.batch_size, args.max_examples, progress=show)
+    table = markdown(records)
+    print(table)
+    meta = {
+        "checkpoint": str(ckpt),
+        "data": str(data),
+        "device": str(device),
+        "dtype": str(model.compute_dtype).replace("torch.", ""),
+        "machine": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    if args.json:
+        write_json(args.json, {**meta, "records": records})
+        print(f"records written to {args.json}")
+    if args.md:
+        args.md.parent.mkdir(parents=True, exist_ok=True)
+        args.md.write_text(table)
+        print(f"table written to {args.md}")
+    if args.plot:
+        print(f"plot written to {plot(records, args.plot, f'{ckpt.name} on {Path(data).name}')}")
+    return 0
+
+
+def info(args: argparse.Namespace) -> int:
+    from trm.config import build_train_config, list_presets
+    from trm.models.trm import TRM
+
+    if args.presets or not args.target:
+        print("presets: " + ", ".join(list_presets()))
+        return 0
+    target = Path(args.target)
+    if target.exists():
+        model, path = load_checkpoint(target, torch.device("cpu"))
+        print(f"checkpoint: {path}")
+        print(yaml.safe_dump({"model": model.config.model_dump()}, sort_keys=False), end="")
+    else:
+        cfg = build_train_config(args.target)
+        model = TRM(cfg.model)
+        print(yaml.safe_dump(cfg.model_dump(), sort_keys=False), end="")
+    print(f"trainable parameters: {model.num_parameters():,}")
+    return 0
