@@ -267,16 +267,17 @@ class Engine:
             for i, m in enumerate(self._meta):
                 m["trace"].append(p[i])
                 m["q_trace"].append(float(q[i]))
-        finished = self._emit(done, preds, steps, out)
-        keep = ~done
-        if not bool(keep.all()):
-            idx = keep.nonzero().squeeze(-1)
-            self._meta = [m for m, k in zip(self._meta, keep.tolist(), strict=True) if k]
-            state = {"y": out.y, "z": out.z, "inputs": r["inputs"], "ids": r["ids"], "steps": steps}
-            state.update(stable=stable, preds=preds)
-            self._rows = {k: v[idx] for k, v in state.items()} if self._meta else None
-        else:
-            self._rows = {**r, "y": out.y, "z": out.z, "steps": steps, "stable": stable, "preds": preds}
+        flags = done.tolist()  # the one host sync of the step's bookkeeping
+        rows = [i for i, d in enumerate(flags) if d]
+        finished = self._emit(rows, preds, steps, out)
+        state = {"y": out.y, "z": out.z, "inputs": r["inputs"], "ids": r["ids"], "steps": steps}
+        state.update(stable=stable, preds=preds)
+        if rows:
+            kept = [i for i, d in enumerate(flags) if not d]
+            self._meta = [self._meta[i] for i in kept]
+            idx = torch.tensor(kept, dtype=torch.long, device=self.device)
+            state = {k: v[idx] for k, v in state.items()} if kept else None
+        self._rows = state
         if self._meta and self.cfg.noise_mode in ("step", "both"):
             noisy = [i for i, m in enumerate(self._meta) if m["gen"] is not None]
             if noisy:
@@ -285,8 +286,8 @@ class Engine:
                 self._rows["z"] = z
         return finished
 
-    def _emit(self, done: torch.Tensor, preds: torch.Tensor, steps: torch.Tensor, out: Any) -> list[Answer]:
-        rows = done.nonzero().squeeze(-1).tolist()
+    def _emit(self, rows: list[int], preds: torch.Tensor, steps: torch.Tensor, out: Any) -> list[Answer]:
+        """The trajectories of the finished `rows`, and the puzzles whose trajectories are now all done."""
         if not rows:
             return []
         p, s = preds[rows].cpu().numpy(), steps[rows].tolist()
