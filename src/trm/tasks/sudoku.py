@@ -8,9 +8,8 @@ Tokens are the official TRM ones: token = cell + 1, so 0 is PAD (never written),
 the digits; labels are the full solution's tokens. `VOCAB_SIZE` is 11 for every size (what a 9x9 needs),
 so one model config (and one checkpoint) fits all sizes; smaller sizes simply never use the top tokens.
 
-The solver keeps a candidate bitmask per cell, propagates naked and hidden singles after every assignment
-and guesses in the cell with the fewest candidates. `rating` counts its dead ends (guesses whose
-propagation hit a contradiction) before the first solution. Sudoku-Extreme's `rating` column is likewise
+The solver and generator live in `trm.tasks.sudoku_solver` (re-exported here). `rating` counts the solver's
+dead ends before the first solution; Sudoku-Extreme's `rating` column is likewise
 the backtrack count of a propagating solver (tdoku), so the two measure the same thing, not the same
 numbers.
 """
@@ -20,79 +19,34 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 
 from trm.data import DatasetWriter, write_identifiers, write_json
-from trm.errors import TRMError
 from trm.tasks.base import download_hf_csv
+from trm.tasks.sudoku_solver import (  # noqa: F401 - re-exported: trm.tasks.sudoku is the family's one entry point
+    BOX_SHAPES,
+    SolveResult,
+    SudokuError,
+    as_grid,
+    box_shape,
+    check_givens,
+    generate,
+    geometry,
+    minimal_puzzle,
+    random_full_grid,
+    rating,
+    size_from_length,
+    solution_of,
+    solve,
+)
 
 VOCAB_SIZE = 11  # PAD + blank + 9 digits: the 9x9 vocabulary, shared by every size
-BOX_SHAPES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}  # size -> (box rows, box columns)
 BLANKS = ".0_"
 IGNORED = " \t\r\n|-+*"  # layout characters of pretty-printed grids, including `render`'s filled-in marker
 FILLED_MARK = "*"
 _NOTE = re.compile(r"\([^()]*\)")  # `render`'s "(26 givens, ...)" line
-
-
-class SudokuError(TRMError):
-    """A malformed, contradictory, unsolvable or non-unique puzzle (a ValueError, shown as one line)."""
-
-
-def box_shape(size: int) -> tuple[int, int]:
-    """(rows, columns) of one box."""
-    if size not in BOX_SHAPES:
-        raise SudokuError(f"unsupported Sudoku size {size}; trm knows 4x4, 6x6 and 9x9")
-    return BOX_SHAPES[size]
-
-
-def size_from_length(n: int) -> int:
-    """The size whose grid has `n` cells."""
-    for size in BOX_SHAPES:
-        if size * size == n:
-            return size
-    raise SudokuError(f"puzzle has {n} cells; a Sudoku needs 16 (4x4), 36 (6x6) or 81 (9x9)")
-
-
-# -- geometry ------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Geometry:
-    size: int
-    full: int  # the candidate mask with every digit
-    units: tuple[tuple[int, ...], ...]  # the size rows, then the size columns, then the size boxes
-    peers: tuple[tuple[int, ...], ...]  # per cell: the other cells of its row, column and box
-    unit_cells: np.ndarray  # units as an int array [3 * size, size], for vectorised checks
-
-
-@cache
-def _geometry(size: int) -> _Geometry:
-    br, bc = box_shape(size)
-    rows = [tuple(r * size + c for c in range(size)) for r in range(size)]
-    cols = [tuple(r * size + c for r in range(size)) for c in range(size)]
-    boxes = [
-        tuple((r0 + r) * size + c0 + c for r in range(br) for c in range(bc))
-        for r0 in range(0, size, br)
-        for c0 in range(0, size, bc)
-    ]
-    units = (*rows, *cols, *boxes)
-    peers = tuple(tuple(sorted({p for unit in units if i in unit for p in unit} - {i})) for i in range(size * size))
-    return _Geometry(size, (1 << size) - 1, units, peers, np.asarray(units, dtype=np.intp))
-
-
-_POPCOUNT = [bin(m).count("1") for m in range(1 << 9)]
-_BITS = [[1 << d for d in range(9) if m >> d & 1] for m in range(1 << 9)]  # mask -> its single-digit masks
-
-
-def _grid(cells: np.ndarray | Sequence[int]) -> np.ndarray:
-    """A flat uint8 grid of a supported size (raises SudokuError otherwise)."""
-    cells = np.asarray(cells).reshape(-1)
-    size = size_from_length(len(cells))
-    if len(cells) and (cells.min() < 0 or cells.max() > size):
-        raise SudokuError(f"cell values must be in 0..{size}, got {int(cells.min())}..{int(cells.max())}")
-    return cells.astype(np.uint8)
 
 
 # -- parsing and rendering -----------------------------------------------------------------------------------
@@ -124,22 +78,6 @@ def _parse_cells(text: str, size: int | None) -> np.ndarray:
     return cells
 
 
-def check_givens(cells: np.ndarray) -> None:
-    """Raise if a digit repeats in a row, column or box (such a puzzle can have no solution)."""
-    cells = _grid(cells)
-    size = size_from_length(len(cells))
-    units = _geometry(size).units
-    for k, unit in enumerate(units):
-        seen = 0
-        for i in unit:
-            v = int(cells[i])
-            if v:
-                if seen >> v & 1:
-                    kind = ("row", "column", "box")[k // size]
-                    raise SudokuError(f"contradictory givens: digit {v} twice in {kind} {k % size + 1}")
-                seen |= 1 << v
-
-
 def format_puzzle(cells: np.ndarray) -> str:
     """One line, '.' for blanks: the format `parse_puzzle` and the CLI read."""
     return "".join(str(int(v)) if v else "." for v in cells)
@@ -163,11 +101,11 @@ def render(cells: np.ndarray, puzzle: np.ndarray | None = None) -> str:
     """A multi-line grid with box separators. With `puzzle`, givens are plain and digits filled in are
     marked '*' (no colour needed, and the text still pastes back into `parse_puzzle`); a given that the
     grid contradicts is marked '!'."""
-    cells = _grid(cells)
+    cells = as_grid(cells)
     size = size_from_length(len(cells))
     if puzzle is None:
         return _grid_text([str(int(v)) if v else "." for v in cells], size)
-    puzzle = _grid(puzzle)
+    puzzle = as_grid(puzzle)
     if len(puzzle) != len(cells):
         raise SudokuError(f"grid has {len(cells)} cells but the puzzle {len(puzzle)}")
     symbols = []
@@ -184,7 +122,7 @@ def render(cells: np.ndarray, puzzle: np.ndarray | None = None) -> str:
 
 def render_diff(pred: np.ndarray, solution: np.ndarray) -> str:
     """The prediction as a grid, each cell that differs from `solution` marked 'x' after the digit."""
-    pred, solution = _grid(pred), _grid(solution)
+    pred, solution = as_grid(pred), as_grid(solution)
     if len(pred) != len(solution):
         raise SudokuError(f"prediction has {len(pred)} cells but the solution {len(solution)}")
     size = size_from_length(len(pred))
@@ -198,7 +136,7 @@ def _valid_rows(solutions: np.ndarray, puzzles: np.ndarray | None, size: int) ->
     solutions = np.asarray(solutions, dtype=np.int64)
     ok = ((solutions >= 1) & (solutions <= size)).all(axis=1)
     masks = np.left_shift(1, np.clip(solutions, 1, size) - 1)
-    seen = np.bitwise_or.reduce(masks[:, _geometry(size).unit_cells], axis=2)  # [N, units]
+    seen = np.bitwise_or.reduce(masks[:, geometry(size).unit_cells], axis=2)  # [N, units]
     ok &= (seen == (1 << size) - 1).all(axis=1)  # size cells cover size digits: a permutation
     if puzzles is not None:
         puzzles = np.asarray(puzzles, dtype=np.int64)
@@ -221,190 +159,13 @@ def is_valid_solution(solution: np.ndarray, puzzle: np.ndarray | None = None) ->
     return bool(_valid_rows(solution[None], puzzle, size)[0])
 
 
-# -- solver --------------------------------------------------------------------------------------------------
-@dataclass
-class SolveResult:
-    """Up to `limit` solutions, and the dead ends met on the way (the difficulty)."""
-
-    solutions: list[np.ndarray] = field(default_factory=list)
-    backtracks: int = 0
-
-
-def _propagate(cand: list[int], stack: list[int], geo: _Geometry) -> bool:
-    """Eliminate each newly fixed cell's digit from its peers (naked singles), then place digits that fit
-    only one cell of a unit (hidden singles), until nothing changes. False on a contradiction."""
-    peers, units, full = geo.peers, geo.units, geo.full
-    while True:
-        while stack:
-            i = stack.pop()
-            bit = cand[i]
-            for p in peers[i]:
-                m = cand[p]
-                if m & bit:
-                    m ^= bit
-                    if not m:
-                        return False
-                    cand[p] = m
-                    if not m & (m - 1):
-                        stack.append(p)
-        for unit in units:
-            once = twice = 0
-            for c in unit:
-                m = cand[c]
-                twice |= once & m
-                once |= m
-            if once != full:
-                return False  # a digit fits nowhere in this unit
-            hidden = once & ~twice
-            if hidden:
-                for c in unit:
-                    m = cand[c]
-                    h = m & hidden
-                    if h and h != m:
-                        if h & (h - 1):
-                            return False  # two digits can only go in this one cell
-                        cand[c] = h
-                        stack.append(c)
-        if not stack:
-            return True
-
-
-def _candidates(cells: np.ndarray, geo: _Geometry) -> list[int] | None:
-    """Propagated candidate masks of a grid, or None when the givens already contradict."""
-    cand = [geo.full] * len(cells)
-    stack = []
-    for i, v in enumerate(cells.tolist()):
-        if v:
-            cand[i] = 1 << (v - 1)
-            stack.append(i)
-    return cand if _propagate(cand, stack, geo) else None
-
-
-def _search(cand: list[int], geo: _Geometry, limit: int, result: SolveResult, rng: np.random.Generator | None) -> bool:
-    """Depth-first search from propagated candidates; True once `limit` solutions are found."""
-    best, best_count = -1, 99
-    for i, m in enumerate(cand):
-        if m & (m - 1):
-            count = _POPCOUNT[m]
-            if count < best_count:
-                best, best_count = i, count
-                if count == 2:
-                    break
-    if best < 0:
-        result.solutions.append(np.array([m.bit_length() for m in cand], dtype=np.uint8))
-        return len(result.solutions) >= limit
-    choices = _BITS[cand[best]]
-    if rng is not None:
-        choices = [choices[k] for k in rng.permutation(len(choices))]
-    for bit in choices:
-        child = cand.copy()
-        child[best] = bit
-        if _propagate(child, [best], geo):
-            if _search(child, geo, limit, result, rng):
-                return True
-        else:
-            result.backtracks += 1
-    return False
-
-
-def solve(cells: np.ndarray, limit: int = 2, rng: np.random.Generator | None = None) -> SolveResult:
-    """Exact search for up to `limit` solutions (2 tells unique from ambiguous). `rng` shuffles the order in
-    which digits are tried, which turns the search on an empty grid into a random full grid. Contradictory
-    givens give no solutions."""
-    cells = _grid(cells)
-    geo = _geometry(size_from_length(len(cells)))
-    result = SolveResult()
-    cand = _candidates(cells, geo)
-    if cand is not None and limit > 0:
-        _search(cand, geo, limit, result, rng)
-    return result
-
-
-def rating(cells: np.ndarray) -> int:
-    """Difficulty: the solver's dead ends before the first solution (0 = solved by singles alone); the
-    analogue of Sudoku-Extreme's rating."""
-    return solve(cells, limit=1).backtracks
-
-
-def solution_of(cells: np.ndarray) -> np.ndarray:
-    """The unique solution, or a SudokuError saying why there is none."""
-    check_givens(cells)
-    found = solve(cells, limit=2).solutions
-    if not found:
-        raise SudokuError("puzzle has no solution")
-    if len(found) > 1:
-        raise SudokuError("puzzle has 2 or more solutions")
-    return found[0]
-
-
-# -- generation and augmentation ----------------------------------------------------------------------------
-def random_full_grid(size: int, rng: np.random.Generator) -> np.ndarray:
-    """A random solved grid: the solver on an empty grid with shuffled digit order."""
-    return solve(np.zeros(size * size, dtype=np.uint8), limit=1, rng=rng).solutions[0]
-
-
-def minimal_puzzle(solution: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Remove clues in random order while the solution stays unique, so every remaining clue is needed.
-
-    Clue i may go iff no solution of the weaker puzzle differs from `solution` at i: any other solution must
-    differ there, so one search with that digit excluded decides it (cheaper than counting to 2)."""
-    solution = _grid(solution)
-    geo = _geometry(size_from_length(len(solution)))
-    puzzle = solution.copy()
-    for i in rng.permutation(len(puzzle)).tolist():
-        puzzle[i] = 0
-        cand = _candidates(puzzle, geo)
-        assert cand is not None  # the givens agree with a full solution
-        other = cand[i] & ~(1 << (int(solution[i]) - 1))
-        if other:
-            cand[i] = other
-            probe = SolveResult()
-            if _propagate(cand, [] if other & (other - 1) else [i], geo):
-                _search(cand, geo, 1, probe, None)
-            if probe.solutions:
-                puzzle[i] = solution[i]  # another solution appears: the clue stays
-    return puzzle
-
-
-def generate(
-    count: int,
-    size: int,
-    rng: np.random.Generator,
-    min_rating: int = 0,
-    progress: Callable[[int], None] | None = None,
-    givens: int | None = None,
-) -> list[tuple[np.ndarray, np.ndarray, int]]:
-    """`count` unique-solution puzzles as (puzzle, solution, rating), each with rating >= min_rating;
-    deterministic for the rng's state. Minimal puzzles by default; with `givens`, random clues of the solution
-    are added back to a minimal puzzle until it has that many (easier puzzles, still unique: a superset of a
-    unique puzzle's clues). `progress(1)` is called per accepted puzzle."""
-    box_shape(size)
-    if givens is not None and not 0 <= givens <= size * size:
-        raise SudokuError(f"givens must be in [0, {size * size}], got {givens}")
-    out = []
-    while len(out) < count:
-        solution = random_full_grid(size, rng)
-        puzzle = minimal_puzzle(solution, rng)
-        if givens is not None:
-            blank = np.flatnonzero(puzzle == 0)
-            extra = givens - (len(puzzle) - len(blank))
-            if extra > 0:
-                picked = rng.choice(blank, extra, replace=False)
-                puzzle[picked] = solution[picked]
-        score = rating(puzzle)
-        if score >= min_rating:
-            out.append((puzzle, solution, score))
-            if progress is not None:
-                progress(1)
-    return out
-
-
+# -- augmentation --------------------------------------------------------------------------------------------
 def augment(puzzle: np.ndarray, solution: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """The same random validity-preserving transform of a puzzle and its solution (official Sudoku-Extreme
     recipe, generalised): digit relabelling, transpose with p=0.5 (square boxes only: transposing a 6x6
     turns its 2x3 boxes into 3x2 ones), band order, row order within each band, stack order, column order
     within each stack."""
-    puzzle, solution = _grid(puzzle), _grid(solution)
+    puzzle, solution = as_grid(puzzle), as_grid(solution)
     size = size_from_length(len(puzzle))
     br, bc = box_shape(size)
     digits = np.concatenate([[0], rng.permutation(size) + 1]).astype(np.uint8)  # blank stays blank
@@ -585,7 +346,7 @@ def build_dataset(
             bar = tqdm(total=len(pairs), desc=f"writing {split}", unit="group")
         with DatasetWriter(out_dir, split, seq_len) as writer:
             for k, pair in enumerate(pairs):
-                puzzle, solution = _grid(pair[0]), _grid(pair[1])
+                puzzle, solution = as_grid(pair[0]), as_grid(pair[1])
                 group = [(0, *_checked(puzzle, solution, f"{split} puzzle {k + 1}"))]
                 for _ in range(n_aug):
                     p, s = augment(puzzle, solution, rng)
