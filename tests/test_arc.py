@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from trm.cli import main
 from trm.data import DataError, load_split, read_identifiers
+from trm.data.grids import COLOUR0, EOS
 from trm.tasks import arc
 
 FIXTURE = Path(__file__).parent / "fixtures" / "arc_mini"
@@ -69,7 +70,7 @@ def test_routing_translation_and_shared_identifiers(tmp_path):
     inputs = np.asarray(train.inputs).reshape(-1, 30, 30)
     for p in range(len(idx) - 1):
         block = inputs[idx[p] : idx[p + 1]]
-        assert (block[:, 0, 0] >= arc.COLOUR0).any()
+        assert (block[:, 0, 0] >= COLOUR0).any()
     # demonstration pairs of evaluation tasks are training data; their test pairs are not
     n_eval_demo = sum(len(t.train) for t in tasks.values())
     n_eval_test = sum(len(t.test) for t in tasks.values())
@@ -100,7 +101,7 @@ def test_encoding_matches_the_official_layout_by_hand():
     assert (full == 3).all()  # no room for EOS
     assert arc.crop(np.zeros(900, dtype=np.uint8)).shape == (0, 0)
     ragged = arc.encode_grid(np.ones((3, 4), dtype=np.uint8)).reshape(30, 30)
-    ragged[1, 2] = arc.EOS  # a row with a shorter colour run narrows everything below it
+    ragged[1, 2] = EOS  # a row with a shorter colour run narrows everything below it
     assert arc.crop(ragged).shape == (3, 2)
 
 

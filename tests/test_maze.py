@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from trm.data import load_split, read_identifiers
+from trm.data.grids import DIHEDRAL_INVERSE
 from trm.tasks import maze
-from trm.tasks.grids import DIHEDRAL_INVERSE
 
 # Two shortest paths of 4 moves from S to G (around the wall at row 2, column 2), and longer ones below.
 TWO_WAYS = ["S  ##", " # ##", "  G##", "   ##", "#####"]

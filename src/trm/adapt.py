@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from trm.data import IGNORE_LABEL
+from trm.data import IGNORE_LABEL, grids
 from trm.inference.engine import Engine, InferenceConfig, Request
 from trm.models.trm import TRM
 from trm.optim import SignSGDEmbedding
@@ -83,7 +83,7 @@ def _examples(task: arc.ArcTask, augs: list[arc.Aug], translate: bool, rng: np.r
             offset = (0, 0)
             if translate and rng.rand() < 0.5:
                 h, w = max(x.shape[0], y.shape[0]), max(x.shape[1], y.shape[1])
-                offset = (rng.randint(0, arc.MAX_SIZE - h + 1), rng.randint(0, arc.MAX_SIZE - w + 1))
+                offset = (rng.randint(0, grids.MAX_SIZE - h + 1), rng.randint(0, grids.MAX_SIZE - w + 1))
             inputs.append(arc.encode_grid(x, offset))
             labels.append(arc.encode_grid(y, offset))
             ids.append(k)
@@ -104,7 +104,7 @@ def fine_tune(
     gen = torch.Generator().manual_seed(cfg.seed)
     data = {
         "inputs": torch.from_numpy(inputs.astype(np.int32)),
-        "labels": torch.from_numpy(np.where(labels == arc.PAD, IGNORE_LABEL, labels.astype(np.int32))),  # not uint8
+        "labels": torch.from_numpy(np.where(labels == grids.PAD, IGNORE_LABEL, labels.astype(np.int32))),  # not uint8
         "puzzle_identifiers": torch.from_numpy(ids.astype(np.int32)),
     }
     sup = DeepSupervision(model).train()

