@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trm.errors import ConfigError
 
@@ -83,6 +84,38 @@ class ModelConfig(BaseModel):
         return self.seq_len + self.prefix_len
 
 
+_TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from 600, "600", "90s", "10m", "1.5h" or "1h30m"; None stays None."""
+    if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
+        return None if value is None else float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"not a duration: {value!r}")
+    text = value.strip().lower()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhd])", text)
+    if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([smhd])", "", text).strip():
+        raise ValueError(f"not a duration: {value!r} (examples: 600, 90s, 10m, 1h30m)")
+    return sum(float(n) * _TIME_UNITS[u] for n, u in parts)
+
+
+class DepthStage(BaseModel):
+    """One stage of the depth curriculum: until this fraction of training, recurse this deep (fields left
+    out keep the model's own value)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    until: float = Field(gt=0, le=1)
+    T: int | None = Field(None, ge=1)
+    n: int | None = Field(None, ge=1)
+    N_sup: int | None = Field(None, ge=1)
+
+
 class TrainConfig(BaseModel):
     """A training run: the model, the data and the optimisation recipe (official defaults)."""
 
@@ -93,9 +126,11 @@ class TrainConfig(BaseModel):
     eval_data: str | None = None
 
     global_batch_size: int = Field(768, gt=0)
+    micro_batch_size: int | None = Field(None, gt=0)  # per process; < its share of the batch: accumulate
     epochs: int = Field(50000, gt=0)
     eval_interval: int = Field(5000, gt=0)
     max_steps: int | None = Field(None, gt=0)
+    max_time: float | None = Field(None, gt=0)  # seconds ("10m" accepted): a wall-clock budget, epochs ignored
     eval_max_examples: int | None = Field(None, gt=0)
 
     lr: float = Field(1e-4, ge=0)
@@ -111,6 +146,9 @@ class TrainConfig(BaseModel):
     ema: bool = True
     ema_rate: float = Field(0.999, ge=0, le=1)
     eval_halt: bool = False
+    depth_schedule: list[DepthStage] = []  # CGAR-style curriculum: shallower recursion early in training
+    supervision_decay: float = Field(1.0, gt=0, le=1)  # loss weight decay^(s-1) at supervision step s
+    init_from: str | None = None  # warm start: a trm checkpoint or run directory, or an official checkpoint
 
     seed: int = 0
     device: str = "auto"
@@ -118,6 +156,29 @@ class TrainConfig(BaseModel):
     log_every: int = Field(10, gt=0)
     tensorboard: bool = False
     wandb: bool = False
+
+    @field_validator("max_time", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float | None:
+        return parse_duration(value)
+
+    @field_validator("depth_schedule")
+    @classmethod
+    def _stages_in_order(cls, stages: list[DepthStage]) -> list[DepthStage]:
+        ends = [s.until for s in stages]
+        if ends != sorted(set(ends)):
+            raise ValueError(f"depth_schedule stages must have increasing `until`, got {ends}")
+        return stages
+
+    @model_validator(mode="after")
+    def _check_run(self) -> TrainConfig:
+        m = self.model
+        for stage in self.depth_schedule:
+            for name in ("T", "n", "N_sup"):
+                value = getattr(stage, name)
+                if value is not None and value > getattr(m, name):
+                    raise ValueError(f"depth_schedule {name}={value} is deeper than the model's {getattr(m, name)}")
+        return self
 
 
 PRESET_DIR = "presets"
@@ -178,8 +239,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 def validation_message(err: ValidationError) -> str:
     first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "config"
-    return f"bad config value for {where}: {first['msg']} (got {first.get('input')!r})"
+    msg = first["msg"].removeprefix("Value error, ")
+    if not first["loc"]:  # a check across fields: the input is the whole config, too long to echo
+        return f"bad config: {msg}"
+    where = ".".join(str(p) for p in first["loc"])
+    return f"bad config value for {where}: {msg} (got {first.get('input')!r})"
 
 
 def build_train_config(preset: str | None, overrides: list[str] = ()) -> TrainConfig:

@@ -128,15 +128,26 @@ class SignSGDEmbedding:
         if lr < 0 or weight_decay < 0:
             raise ValueError(f"bad SignSGDEmbedding hyper-parameters lr={lr} weight_decay={weight_decay}")
         self.embedding, self.lr, self.weight_decay = embedding, lr, weight_decay
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def collect(self) -> None:
+        """Keep the last forward's rows and gradients for the next `step` (gradient accumulation: call after
+        each micro-batch's backward)."""
+        last = getattr(self.embedding, "last", None)
+        if last is not None and last[1].grad is not None:
+            ids = last[0].reshape(-1)
+            self._pending.append((ids, last[1].grad.reshape(ids.shape[0], -1)))
+        self.embedding.last = None
 
     @torch.no_grad()
     def step(self) -> None:
-        last = getattr(self.embedding, "last", None)
-        if last is None or last[1].grad is None:
+        self.collect()
+        if not self._pending:
             return
-        ids, grad = last[0].reshape(-1), last[1].grad
+        ids = torch.cat([i for i, _ in self._pending])
+        grad = torch.cat([g for _, g in self._pending])
+        self._pending = []
         table = self.embedding.weight
-        grad = grad.reshape(ids.shape[0], table.shape[-1])
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             ids, grad = _all_gather_cat(ids), _all_gather_cat(grad)
         unique, inverse = torch.unique(ids.long(), return_inverse=True)
@@ -150,6 +161,7 @@ class SignSGDEmbedding:
 
     def zero_grad(self) -> None:
         self.embedding.last = None
+        self._pending = []
 
     def state_dict(self) -> dict[str, float]:
         return {"lr": self.lr, "weight_decay": self.weight_decay}
@@ -164,14 +176,19 @@ def _all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def cosine_scale(progress: float, min_ratio: float = 1.0) -> float:
+    """Cosine from 1 at progress 0 down to min_ratio at progress 1 (progress clamped to [0, 1])."""
+    progress = min(1.0, max(0.0, progress))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_ratio: float = 1.0) -> float:
     """Linear warm-up from 0, then cosine from base_lr down to min_ratio * base_lr (official; step counts
     from 1 at the first optimizer step, progress is clamped to [0, 1]). min_ratio = 1 gives a constant rate
     after warm-up, the official default."""
     if step < warmup_steps:
         return base_lr * step / warmup_steps
-    progress = min(1.0, max(0.0, (step - warmup_steps) / max(1, total_steps - warmup_steps)))
-    return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return base_lr * cosine_scale((step - warmup_steps) / max(1, total_steps - warmup_steps), min_ratio)
 
 
 def _canonical(name: str) -> str:

@@ -71,21 +71,42 @@ def supervision_loss(
     loss_type: str = "stablemax",
     q_continue: torch.Tensor | None = None,
     q_continue_target: torch.Tensor | None = None,
+    row_weight: torch.Tensor | None = None,
 ) -> StepLosses:
-    """Token-mean CE per sequence, summed over the batch, + 0.5 * BCE(q_halt, "sequence exactly right")."""
+    """Token-mean CE per sequence, summed over the batch, + 0.5 * BCE(q_halt, "sequence exactly right").
+    `row_weight` [B] scales each row's part of `total` (the supervision-step weighting); the reported lm
+    and q losses stay unweighted."""
     mask = labels != IGNORE_LABEL
     counts = mask.sum(-1)
     divisor = counts.clamp_min(1).unsqueeze(-1)
-    lm = (LOSSES[loss_type](logits, labels) / divisor).sum()
+    lm_rows = (LOSSES[loss_type](logits, labels) / divisor).sum(-1)
     with torch.no_grad():
         correct = mask & (logits.argmax(-1) == labels)
         seq_correct = correct.sum(-1) == counts
-    q_halt_loss = F.binary_cross_entropy_with_logits(q_halt, seq_correct.to(q_halt.dtype), reduction="sum")
-    q_cont_loss = torch.zeros((), device=logits.device)
+    q_rows = F.binary_cross_entropy_with_logits(q_halt, seq_correct.to(q_halt.dtype), reduction="none")
     if q_continue is not None and q_continue_target is not None:
-        q_cont_loss = F.binary_cross_entropy_with_logits(q_continue, q_continue_target, reduction="sum")
-    total = lm + 0.5 * (q_halt_loss + q_cont_loss)
-    return StepLosses(total, lm, q_halt_loss, q_cont_loss, correct, seq_correct, counts)
+        q_cont_rows = F.binary_cross_entropy_with_logits(q_continue, q_continue_target, reduction="none")
+    else:
+        q_cont_rows = torch.zeros_like(q_rows)
+    rows = lm_rows + 0.5 * (q_rows + q_cont_rows)
+    total = (rows * row_weight).sum() if row_weight is not None else rows.sum()
+    return StepLosses(total, lm_rows.sum(), q_rows.sum(), q_cont_rows.sum(), correct, seq_correct, counts)
+
+
+def step_weights(decay: float, N_sup: int) -> torch.Tensor:
+    """Weights [N_sup] of the losses at supervision steps 1..N_sup: decay^(s-1), scaled to mean 1 so the
+    learning rate keeps its meaning (CGAR's hierarchical supervision weighting; decay 1 = uniform, official)."""
+    w = torch.tensor([decay**s for s in range(N_sup)], dtype=torch.float64)
+    return (w * N_sup / w.sum()).float()
+
+
+def exploration_min_steps(seed: int, step: int, rows: int, N_sup: int, prob: float) -> torch.Tensor:
+    """ACT exploration for one optimizer step: per row of the global batch, the minimum number of supervision
+    steps it must take (0: none). Drawn from a generator keyed by (run seed, step), so every rank and every
+    micro-batch slices the same draws and halts exactly as one process with the whole batch would."""
+    g = torch.Generator().manual_seed((seed * 1_000_003 + step) % 2**63)
+    explore = torch.rand(rows, generator=g) < prob
+    return torch.where(explore, torch.randint(2, max(N_sup, 2) + 1, (rows,), generator=g), 0).to(torch.int32)
 
 
 def halting_decision(q_halt: torch.Tensor, q_continue: torch.Tensor, use_continue: bool) -> torch.Tensor:
@@ -106,9 +127,10 @@ class Carry:
 class DeepSupervision(nn.Module):
     """Wraps a recursive model with the official ACT training step (one call = one optimizer step)."""
 
-    def __init__(self, model: nn.Module, loss_type: str = "stablemax"):
+    def __init__(self, model: nn.Module, loss_type: str = "stablemax", supervision_decay: float = 1.0):
         super().__init__()
-        self.model, self.loss_type = model, loss_type
+        self.model, self.loss_type, self.supervision_decay = model, loss_type, supervision_decay
+        self.N_sup = model.config.N_sup  # the depth curriculum may lower it for a while
 
     def initial_carry(self, batch: dict[str, torch.Tensor]) -> Carry:
         """All slots start halted, so the first call loads every row of the first batch."""
@@ -124,9 +146,11 @@ class DeepSupervision(nn.Module):
         )
 
     def forward(
-        self, carry: Carry, batch: dict[str, torch.Tensor]
+        self, carry: Carry, batch: dict[str, torch.Tensor], min_steps: torch.Tensor | None = None
     ) -> tuple[Carry, StepLosses, dict[str, torch.Tensor]]:
-        cfg = self.model.config
+        """One supervision step of every slot. `min_steps` [B] are the exploration draws (see
+        `exploration_min_steps`); without them they are drawn here from the global RNG."""
+        cfg, N_sup = self.model.config, self.N_sup
         halted = carry.halted
         y, z = self.model.reset_state(halted, carry.y, carry.z)
         steps = torch.where(halted, 0, carry.steps)
@@ -134,14 +158,15 @@ class DeepSupervision(nn.Module):
 
         out = self.model(y, z, data["inputs"], data["puzzle_identifiers"])
         steps = steps + 1
-        is_last = steps >= cfg.N_sup
+        is_last = steps >= N_sup
         new_halted = is_last
         q_target = None
-        if self.training and cfg.N_sup > 1:
+        if self.training and N_sup > 1:
             with torch.no_grad():
                 new_halted = is_last | halting_decision(out.q_halt, out.q_continue, cfg.q_continue)
-                explore = torch.rand_like(out.q_halt) < cfg.halt_exploration_prob
-                min_steps = explore * torch.randint_like(steps, low=2, high=cfg.N_sup + 1)
+                if min_steps is None:
+                    explore = torch.rand_like(out.q_halt) < cfg.halt_exploration_prob
+                    min_steps = explore * torch.randint_like(steps, low=2, high=N_sup + 1)
                 new_halted = new_halted & (steps >= min_steps)
                 if cfg.q_continue:
                     # Q-learning target for "continue": the value of the next step, bootstrapped (HRM).
@@ -157,10 +182,17 @@ class DeepSupervision(nn.Module):
             self.loss_type,
             out.q_continue if cfg.q_continue else None,
             q_target,
+            self._row_weight(steps, N_sup),
         )
         metrics = step_metrics(losses, out.q_halt, steps, new_halted)
         new_carry = Carry(out.y, out.z, steps, new_halted, data)
         return new_carry, losses, metrics
+
+    def _row_weight(self, steps: torch.Tensor, N_sup: int) -> torch.Tensor | None:
+        if self.supervision_decay == 1.0:
+            return None
+        w = step_weights(self.supervision_decay, N_sup).to(steps.device)
+        return w[(steps - 1).clamp(0, N_sup - 1).long()]
 
 
 def step_metrics(

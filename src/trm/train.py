@@ -1,16 +1,24 @@
 """The training loop: deep supervision with one optimizer step per supervision step, EMA, periodic
-evaluation and checkpoints, exact resume.
+evaluation and checkpoints, exact resume; data-parallel under torchrun, with gradient accumulation, a
+wall-clock budget, a depth curriculum and warm starts.
 
 A run directory holds `config.json` (the TrainConfig), `metrics.jsonl`, `train_state.pt` (everything needed
 to continue exactly: raw weights, optimizer and EMA state, step, RNG states, sampler position and the
-rolling carry) and `checkpoints/step_<N>/` (inference checkpoints with EMA weights, `save_pretrained`
-format), with `checkpoints/last` naming the newest.
+rolling carry of the whole global batch) and `checkpoints/step_<N>/` (inference checkpoints with EMA
+weights, `save_pretrained` format), with `checkpoints/last` naming the newest.
+
+Data parallel and accumulation keep the mathematics of one process with one batch of `global_batch_size`
+rows: each of the W processes takes its contiguous slice of every global batch and splits it into
+micro-batches of `micro_batch_size` rows, each with its own rolling carry; ACT exploration is drawn for the
+whole global batch (`exploration_min_steps`) and sliced; gradients are summed over micro-batches and
+averaged over processes by DDP, the loss being scaled so the result is the sum over the global batch
+divided by its size (official); the puzzle-embedding rows and gradients are gathered over micro-batches
+and processes before the sign-SGD step. Only rank 0 logs and writes files.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 import shutil
@@ -20,21 +28,27 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from trm import distributed
+from trm.checkpoint import warm_start
 from trm.config import ModelConfig, TrainConfig
 from trm.data import PuzzleDataset, TrainSampler, load_split
+from trm.distributed import Dist
 from trm.errors import CheckpointError, ConfigError
 from trm.evaluate import evaluate
 from trm.inference.engine import InferenceConfig
 from trm.models.trm import TRM, pick_device
-from trm.optim import EMA, AdamATan2, SignSGDEmbedding, lr_at
-from trm.supervision import Carry, DeepSupervision
+from trm.optim import EMA, AdamATan2, SignSGDEmbedding, cosine_scale
+from trm.supervision import Carry, DeepSupervision, exploration_min_steps
 from trm.tasks import TASK_FILE
 from trm.tasks.arc_eval import VoteCollector
+from trm.train_log import MetricsLogger, format_metrics, train_log_metrics
 
 STATE_NAME = "train_state.pt"
 CONFIG_NAME = "config.json"
+CARRY_FIELDS = ("y", "z", "steps", "halted")
 
 
 def seed_everything(seed: int) -> None:
@@ -60,41 +74,13 @@ def steps_per_epoch(ds: PuzzleDataset, batch_size: int) -> float:
     return ds.metadata.total_groups * ds.metadata.mean_puzzle_examples / batch_size
 
 
-class MetricsLogger:
-    """JSONL always; TensorBoard and Weights & Biases when asked for and installed."""
-
-    def __init__(self, run_dir: Path, cfg: TrainConfig):
-        self.path = run_dir / "metrics.jsonl"
-        self.tb = self.wandb = None
-        if cfg.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-            except ImportError:
-                tqdm.write("tensorboard is not installed (pip install 'trm[logging]'); logging to JSONL only")
-        if cfg.wandb:
-            try:
-                import wandb
-
-                self.wandb = wandb.init(project="trm", name=run_dir.name, config=cfg.model_dump(), dir=str(run_dir))
-            except ImportError:
-                tqdm.write("wandb is not installed (pip install 'trm[logging]'); logging to JSONL only")
-
-    def log(self, split: str, step: int, metrics: dict[str, float]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps({"split": split, "step": step, **metrics}) + "\n")
-        for key, value in metrics.items():
-            if self.tb is not None:
-                self.tb.add_scalar(f"{split}/{key}", value, step)
-        if self.wandb is not None:
-            self.wandb.log({f"{split}/{k}": v for k, v in metrics.items()}, step=step)
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-        if self.wandb is not None:
-            self.wandb.finish()
+def depth_at(cfg: TrainConfig, progress: float) -> tuple[int, int, int]:
+    """(T, n, N_sup) at this fraction of training: the first curriculum stage not yet over, else the model's."""
+    m = cfg.model
+    for stage in cfg.depth_schedule:
+        if progress < stage.until:
+            return stage.T or m.T, stage.n or m.n, stage.N_sup or m.N_sup
+    return m.T, m.n, m.N_sup
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -106,22 +92,40 @@ def _atomic_save(obj: Any, path: Path) -> None:
 class Trainer:
     """Holds everything that changes during training, so it can be saved and restored as one state."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, progress: bool = True):
+    def __init__(self, cfg: TrainConfig, run_dir: Path, progress: bool = True, dist: Dist | None = None):
         if cfg.data is None:
             raise ConfigError("no training data: pass data=DIR (a data set built with `trm data ...`)")
-        self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
-        self.device = pick_device(cfg.device)
+        self.dist = d = dist or Dist(device=pick_device(cfg.device))
+        self.cfg, self.run_dir, self.progress = cfg, run_dir, progress and d.is_main
+        self.device = d.device
+        B = cfg.global_batch_size
+        if B % d.world_size:
+            raise ConfigError(f"global_batch_size {B} is not a multiple of the {d.world_size} processes")
+        self.local_batch = B // d.world_size
+        self.micro_batch = cfg.micro_batch_size or self.local_batch
+        if self.local_batch % self.micro_batch:
+            raise ConfigError(
+                f"micro_batch_size {self.micro_batch} does not divide the {self.local_batch} rows each of the "
+                f"{d.world_size} process(es) takes of global_batch_size {B}"
+            )
         seed_everything(cfg.seed)
         self.train_ds = load_split(Path(cfg.data), "train")
         eval_root = Path(cfg.eval_data or cfg.data)
         self.eval_ds = load_split(eval_root, "test") if (eval_root / "test").exists() else None
-        if cfg.global_batch_size > self.train_ds.num_examples:
-            tqdm.write(f"note: global_batch_size {cfg.global_batch_size} > {self.train_ds.num_examples} examples")
+        if self.train_ds.num_examples < B:
+            self.say(f"note: global_batch_size {B} > {self.train_ds.num_examples} examples")
         self.model_cfg = fit_model_config(cfg.model, self.train_ds)
-        self.model = TRM(self.model_cfg).to(self.device)
-        self.sup = DeepSupervision(self.model, cfg.loss_type)
+        self.model = TRM(self.model_cfg)
+        if cfg.init_from:
+            for line in warm_start(self.model, cfg.init_from):
+                self.say(line)
+        self.model.to(self.device)
+        self.sup = DeepSupervision(self.model, cfg.loss_type, cfg.supervision_decay)
         if cfg.compile:
             self.sup.compile()  # in place, as the official code compiles its loss head: names stay the same
+        # DDP averages the dense gradients; the puzzle-embedding table is a buffer that every rank updates
+        # identically (SignSGDEmbedding gathers its rows), so buffers are not broadcast.
+        self.step_fn = DistributedDataParallel(self.sup, broadcast_buffers=False) if d.active else self.sup
         self.opt = AdamATan2(
             self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay
         )
@@ -131,27 +135,83 @@ class Trainer:
             else None
         )
         self.ema = EMA(self.model, cfg.ema_rate) if cfg.ema else None
-        self.sampler = TrainSampler(self.train_ds, cfg.global_batch_size, seed=cfg.seed)
-        per_epoch = steps_per_epoch(self.train_ds, cfg.global_batch_size)
-        self.total_steps = cfg.max_steps or max(1, int(cfg.epochs * per_epoch))
+        self.sampler = TrainSampler(self.train_ds, B, seed=cfg.seed, rank=d.rank, world_size=d.world_size)
+        per_epoch = steps_per_epoch(self.train_ds, B)
+        epochs_steps = None if cfg.max_time else max(1, int(cfg.epochs * per_epoch))  # a budget replaces epochs
+        self.total_steps: int | None = cfg.max_steps or epochs_steps
         self.eval_every = max(1, int(cfg.eval_interval * per_epoch))
         self.step = 0
-        self.carry: Carry | None = None
+        self.elapsed = 0.0  # training seconds spent by earlier processes of this run (resume)
+        self._t0 = time.perf_counter()
+        self._saved_at = -1
+        self.carries: list[Carry | None] = [None] * (self.local_batch // self.micro_batch)
+
+    def say(self, line: str) -> None:
+        if self.dist.is_main:
+            tqdm.write(line)
+
+    # -- schedule ----------------------------------------------------------------------------------------
+    def elapsed_now(self) -> float:
+        """Seconds of this run so far; under torchrun rank 0's clock, so every rank decides alike."""
+        return distributed.broadcast_float(self.dist, self.elapsed + time.perf_counter() - self._t0)
+
+    def progress_at(self, step: int, elapsed: float) -> float:
+        """The fraction of the run done: of max_steps (or the epochs), of max_time, whichever is further."""
+        done = [step / self.total_steps] if self.total_steps else []
+        if self.cfg.max_time:
+            done.append(elapsed / self.cfg.max_time)
+        return min(1.0, max(done))
+
+    def lr_scale(self, step: int, elapsed: float) -> float:
+        """Linear warm-up over lr_warmup_steps, then cosine to lr_min_ratio over the rest of the run (official
+        schedule in steps; over the budget under max_time)."""
+        cfg, warm = self.cfg, self.cfg.lr_warmup_steps
+        if step < warm:
+            return step / warm
+        if cfg.max_time:
+            return cosine_scale(self.progress_at(step, elapsed), cfg.lr_min_ratio)
+        return cosine_scale((step - warm) / max(1, self.total_steps - warm), cfg.lr_min_ratio)
+
+    def _set_depth(self, T: int, n: int, N_sup: int) -> None:
+        self.model.T, self.model.n, self.sup.N_sup = T, n, N_sup
+
+    def _full_depth(self) -> None:
+        m = self.model_cfg
+        self._set_depth(m.T, m.n, m.N_sup)
 
     # -- state -------------------------------------------------------------------------------------------
+    def _global_carry(self) -> dict[str, Any] | None:
+        """The carry of the whole global batch, in its row order, on rank 0 (collective: every rank calls)."""
+        if any(c is None for c in self.carries):
+            return None
+        local = {f: torch.cat([getattr(c, f) for c in self.carries]) for f in CARRY_FIELDS}
+        local["data"] = {k: torch.cat([c.data[k] for c in self.carries]) for k in self.carries[0].data}
+        d = self.dist
+        out = {f: distributed.gather_rows(d, local[f]) for f in CARRY_FIELDS}
+        out["data"] = {k: distributed.gather_rows(d, v) for k, v in local["data"].items()}
+        return out if d.is_main else None
+
+    def _load_carry(self, carry: dict[str, Any]) -> None:
+        rows = carry["steps"].shape[0]
+        if rows != self.cfg.global_batch_size:
+            raise CheckpointError(f"saved carry has {rows} rows, global_batch_size is {self.cfg.global_batch_size}")
+        lo = self.dist.rank * self.local_batch
+        for m in range(len(self.carries)):
+            part = slice(lo + m * self.micro_batch, lo + (m + 1) * self.micro_batch)
+            fields = [carry[f][part].to(self.device) for f in CARRY_FIELDS]
+            self.carries[m] = Carry(*fields, {k: v[part].to(self.device) for k, v in carry["data"].items()})
+
     def state_dict(self) -> dict[str, Any]:
-        carry = None
-        if self.carry is not None:
-            c = self.carry
-            carry = {"y": c.y, "z": c.z, "steps": c.steps, "halted": c.halted, "data": c.data}
+        """The whole training state (collective under torchrun: the carry is gathered to rank 0)."""
         return {
             "step": self.step,
+            "elapsed": self.elapsed_now(),
             "model": self.model.state_dict(),
             "opt": self.opt.state_dict(),
             "sparse": self.sparse.state_dict() if self.sparse else None,
             "ema": self.ema.state_dict() if self.ema else None,
             "sampler": self.sampler.state_dict(),
-            "carry": carry,
+            "carry": self._global_carry(),
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -161,7 +221,9 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step = state["step"]
+        """Restore a state saved by any number of processes and micro-batches with the same global batch."""
+        self.step = self._saved_at = state["step"]
+        self.elapsed, self._t0 = float(state.get("elapsed", 0.0)), time.perf_counter()
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         if self.sparse and state["sparse"]:
@@ -170,14 +232,7 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         self.sampler.load_state_dict(state["sampler"])
         if state["carry"] is not None:
-            c = {k: v for k, v in state["carry"].items()}
-            self.carry = Carry(
-                c["y"].to(self.device),
-                c["z"].to(self.device),
-                c["steps"].to(self.device),
-                c["halted"].to(self.device),
-                {k: v.to(self.device) for k, v in c["data"].items()},
-            )
+            self._load_carry(state["carry"])
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] is not None and torch.cuda.is_available():
@@ -186,30 +241,52 @@ class Trainer:
         random.setstate(rng["python"])
 
     def save(self) -> Path:
-        """Write the resumable training state and an inference checkpoint (EMA weights) for this step."""
-        _atomic_save(self.state_dict(), self.run_dir / STATE_NAME)
+        """Write the resumable training state and an inference checkpoint (EMA weights) for this step; rank 0
+        writes, every rank takes part (the carry is gathered)."""
+        self._full_depth()
+        state = self.state_dict()
         ckpt = self.run_dir / "checkpoints" / f"step_{self.step}"
-        if self.ema:
-            with self.ema.swapped(self.model):
+        if self.dist.is_main:
+            _atomic_save(state, self.run_dir / STATE_NAME)
+            with self.ema.swapped(self.model) if self.ema else contextlib.nullcontext():
                 self.model.save_pretrained(ckpt)
-        else:
-            self.model.save_pretrained(ckpt)
-        task_file = Path(self.cfg.data) / TASK_FILE  # lets `trm solve` parse and render this task
-        if task_file.is_file():
-            shutil.copyfile(task_file, ckpt / TASK_FILE)
-        (self.run_dir / "checkpoints" / "last").write_text(ckpt.name + "\n")
+            task_file = Path(self.cfg.data) / TASK_FILE  # lets `trm solve` parse and render this task
+            if task_file.is_file():
+                shutil.copyfile(task_file, ckpt / TASK_FILE)
+            (self.run_dir / "checkpoints" / "last").write_text(ckpt.name + "\n")
+        distributed.barrier(self.dist)
+        self._saved_at = self.step
         return ckpt
 
     # -- loop --------------------------------------------------------------------------------------------
-    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        cfg = self.cfg
+    def train_step(self, batch: dict[str, torch.Tensor], elapsed: float = 0.0) -> dict[str, torch.Tensor]:
+        """One optimizer step on this process's rows of one global batch, micro-batch by micro-batch."""
+        cfg, d = self.cfg, self.dist
+        T, n, N_sup = depth_at(cfg, self.progress_at(self.step, elapsed))
+        self._set_depth(T, n, N_sup)
+        lo = d.rank * self.local_batch
+        explore = exploration_min_steps(
+            cfg.seed, self.step, cfg.global_batch_size, N_sup, cfg.model.halt_exploration_prob
+        )[lo : lo + self.local_batch].to(self.device, non_blocking=True)
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        if self.carry is None:
-            self.carry = self.sup.initial_carry(batch)
-        self.carry, losses, metrics = self.sup(self.carry, batch)
-        (losses.total / cfg.global_batch_size).backward()
+        sums: dict[str, torch.Tensor] = {}
+        last = len(self.carries) - 1
+        for m in range(last + 1):
+            rows = slice(m * self.micro_batch, (m + 1) * self.micro_batch)
+            chunk = {k: v[rows] for k, v in batch.items()} if last else batch
+            if self.carries[m] is None:
+                self.carries[m] = self.sup.initial_carry(chunk)
+            # DDP averages gradients at the last micro-batch's backward only
+            accumulate = self.step_fn.no_sync() if d.active and m < last else contextlib.nullcontext()
+            with accumulate:
+                self.carries[m], losses, metrics = self.step_fn(self.carries[m], chunk, explore[rows])
+                (losses.total / self.local_batch).backward()
+            if self.sparse:
+                self.sparse.collect()
+            for k, v in metrics.items():
+                sums[k] = sums[k] + v if k in sums else v
         self.step += 1
-        lr_scale = lr_at(self.step, 1.0, cfg.lr_warmup_steps, self.total_steps, cfg.lr_min_ratio)
+        lr_scale = self.lr_scale(self.step, elapsed)
         for group in self.opt.param_groups:
             group["lr"] = cfg.lr * lr_scale
         self.opt.step()
@@ -220,13 +297,14 @@ class Trainer:
             self.sparse.zero_grad()
         if self.ema:
             self.ema.update(self.model)
-        metrics["lr"] = torch.tensor(cfg.lr * lr_scale, device=self.device)
-        return metrics
+        sums["lr"] = torch.tensor(cfg.lr * lr_scale, device=self.device)
+        return sums
 
     def run_eval(self) -> dict[str, float]:
         if self.eval_ds is None:
             return {}
-        cfg = self.cfg
+        cfg, d = self.cfg, self.dist
+        self._full_depth()
         bar = tqdm(
             total=min(self.eval_ds.num_examples, cfg.eval_max_examples or math.inf),
             desc="eval",
@@ -239,77 +317,91 @@ class Trainer:
             res = evaluate(
                 self.model,
                 self.eval_ds,
-                cfg.global_batch_size,
+                self.micro_batch * d.world_size,  # the pool fits where a training micro-batch fits
                 inference=InferenceConfig(
                     policy=("q-continue" if cfg.model.q_continue else "q") if cfg.eval_halt else "fixed"
                 ),
                 max_examples=cfg.eval_max_examples,
                 loss_type=cfg.loss_type,
-                progress=bar.update,
+                progress=lambda k: bar.update(min(k * d.world_size, bar.total - bar.n)),
                 on_batch=votes,
+                rank=d.rank,
+                world_size=d.world_size,
             )
         bar.close()
         if votes is not None and (arc_score := votes.result()) is not None:
             res.metrics.update(arc_score.metrics())
         return res.metrics
 
+    def _log_train(self, logger: MetricsLogger | None, sums: dict[str, torch.Tensor], window: int) -> dict:
+        """Average a logging window's sums over the global batch (summed over ranks: one collective)."""
+        lr = sums.pop("lr")
+        keys = sorted(sums)
+        packed = distributed.all_reduce_sum(self.dist, torch.stack([sums[k].double() for k in keys]))
+        totals = dict(zip(keys, packed.tolist(), strict=True)) | {"lr": float(lr)}
+        logged = train_log_metrics(totals, self.cfg.global_batch_size, window)
+        logged["epoch"] = self.sampler.epoch
+        if logger is not None:
+            logger.log("train", self.step, logged)
+        return logged
+
+    def _finished(self, elapsed: float) -> bool:
+        if self.total_steps is not None and self.step >= self.total_steps:
+            return True
+        return self.cfg.max_time is not None and elapsed >= self.cfg.max_time
+
     def fit(self) -> dict[str, float]:
-        cfg = self.cfg
-        logger = MetricsLogger(self.run_dir, cfg)
+        cfg, d = self.cfg, self.dist
+        logger = MetricsLogger(self.run_dir, cfg) if d.is_main else None
         sums: dict[str, torch.Tensor] = {}  # on the device: no host sync per step, only per log line
         window = 0
         last_eval: dict[str, float] = {}
-        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", disable=not self.progress, unit="step")
+        by_time = self.total_steps is None  # a pure time budget: the bar counts seconds
+        bar = tqdm(
+            total=round(cfg.max_time) if by_time else self.total_steps,
+            initial=round(self.elapsed) if by_time else self.step,
+            desc="train",
+            disable=not self.progress,
+            unit="s" if by_time else "step",
+        )
         batches = iter(self.sampler)
         self.model.train()
-        start, start_step = time.perf_counter(), self.step
+        self._t0 = time.perf_counter()
+        start_step = self.step
         try:
-            while self.step < self.total_steps:
-                metrics = self.train_step(next(batches))
-                for k, v in metrics.items():
+            while not self._finished(elapsed := self.elapsed_now() if cfg.max_time else 0.0):
+                for k, v in self.train_step(next(batches), elapsed).items():
                     v = v.detach().float()  # float64 is missing on MPS
                     sums[k] = sums[k] + v if k in sums else v
                 window += 1
-                bar.update(1)
+                bar.update(round(self.elapsed + time.perf_counter() - self._t0) - bar.n if by_time else 1)
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
-                    logged = train_log_metrics({k: float(v) for k, v in sums.items()}, cfg.global_batch_size, window)
-                    logged["epoch"] = self.sampler.epoch
-                    logged["steps_per_s"] = (self.step - start_step) / (time.perf_counter() - start)
-                    logger.log("train", self.step, logged)
-                    bar.set_postfix(loss=f"{logged['lm_loss']:.3f}", exact=f"{logged['exact_accuracy']:.3f}")
+                    logged = self._log_train(logger, sums, window)
                     sums, window = {}, 0
-                periodic = self.step % self.eval_every == 0 and self.total_steps - self.step >= self.eval_every // 2
-                if periodic or self.step == self.total_steps:
-                    last_eval = self.run_eval()
-                    if last_eval:
-                        logger.log("eval", self.step, last_eval)
-                        tqdm.write(f"step {self.step}: " + format_metrics(last_eval))
-                    self.save()
+                    rate = (self.step - start_step) / max(1e-9, time.perf_counter() - self._t0)
+                    bar.set_postfix(loss=f"{logged['lm_loss']:.3f}", exact=f"{logged['exact_accuracy']:.3f}",
+                                    steps_per_s=f"{rate:.2f}")  # fmt: skip
+                remaining = self.total_steps - self.step if self.total_steps else math.inf
+                if self.step % self.eval_every == 0 and remaining >= self.eval_every // 2:
+                    last_eval = self._evaluate_and_save(logger)
+            if window:
+                self._log_train(logger, sums, window)
+            if self._saved_at != self.step:  # the end of the run: final evaluation and checkpoint
+                last_eval = self._evaluate_and_save(logger)
         finally:
             bar.close()
-            logger.close()
+            if logger is not None:
+                logger.close()
         return last_eval
 
-
-def train_log_metrics(sums: dict[str, float], batch_size: int, n_steps: int) -> dict[str, float]:
-    """Official train logging: losses per sample of the batch, the rest per halted sample; both averaged
-    over the `n_steps` steps of the logging window."""
-    count = max(sums.get("count", 0.0), 1.0)
-    out = {}
-    for k, v in sums.items():
-        if k.endswith("_loss"):
-            out[k] = v / batch_size / n_steps
-        elif k == "lr":
-            out[k] = v / n_steps
-        elif k != "count":
-            out[k] = v / count
-    out["count"] = sums.get("count", 0.0) / n_steps
-    return out
-
-
-def format_metrics(metrics: dict[str, float]) -> str:
-    keys = ["ARC/pass@1", "ARC/pass@2", "exact_accuracy", "accuracy", "q_halt_accuracy", "steps", "lm_loss"]
-    return "  ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
+    def _evaluate_and_save(self, logger: MetricsLogger | None) -> dict[str, float]:
+        metrics = self.run_eval()
+        if metrics and logger is not None:
+            logger.log("eval", self.step, metrics)
+            self.say(f"step {self.step}: " + format_metrics(metrics))
+        self.model.train()
+        self.save()
+        return metrics
 
 
 def save_run_config(run_dir: Path, cfg: TrainConfig) -> None:
@@ -318,23 +410,33 @@ def save_run_config(run_dir: Path, cfg: TrainConfig) -> None:
 
 
 def train(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str, float]:
-    """Start a fresh run in `run_dir` (which must not already hold one)."""
+    """Start a fresh run in `run_dir` (which must not already hold one); under torchrun, data-parallel."""
     if (run_dir / STATE_NAME).exists():
         raise ConfigError(f"{run_dir} already holds a run; use --resume {run_dir} or another --run-dir")
-    save_run_config(run_dir, cfg)
-    return Trainer(cfg, run_dir, progress).fit()
+    d = distributed.init(cfg.device)
+    try:
+        trainer = Trainer(cfg, run_dir, progress, d)  # checks the config against the data before writing
+        if d.is_main:
+            save_run_config(run_dir, cfg)
+        return trainer.fit()
+    finally:
+        distributed.shutdown(d)
 
 
 def resume(run_dir: Path, progress: bool = True) -> dict[str, float]:
-    """Continue a run exactly where its last checkpoint left it."""
+    """Continue a run exactly where its last checkpoint left it (with any number of processes)."""
     cfg_path, state_path = run_dir / CONFIG_NAME, run_dir / STATE_NAME
     if not cfg_path.is_file() or not state_path.is_file():
         raise CheckpointError(f"{run_dir}: no run to resume (needs {CONFIG_NAME} and {STATE_NAME})")
     cfg = TrainConfig.model_validate_json(cfg_path.read_text())
-    trainer = Trainer(cfg, run_dir, progress)
+    d = distributed.init(cfg.device)
     try:
-        state = torch.load(state_path, map_location=trainer.device, weights_only=False)
-    except Exception as err:  # pickle and zip errors vary; the message is what matters
-        raise CheckpointError(f"{state_path}: corrupt training state ({err})") from None
-    trainer.load_state_dict(state)
-    return trainer.fit()
+        trainer = Trainer(cfg, run_dir, progress, d)
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=False)
+        except Exception as err:  # pickle and zip errors vary; the message is what matters
+            raise CheckpointError(f"{state_path}: corrupt training state ({err})") from None
+        trainer.load_state_dict(state)
+        return trainer.fit()
+    finally:
+        distributed.shutdown(d)

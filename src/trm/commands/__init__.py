@@ -26,8 +26,9 @@ def demo(args: argparse.Namespace) -> int:
 
 def train(args: argparse.Namespace) -> int:
     from trm.config import build_train_config
-    from trm.train import format_metrics, resume
+    from trm.train import resume
     from trm.train import train as run_train
+    from trm.train_log import format_metrics
 
     progress = not args.no_progress
     if args.resume:

@@ -76,6 +76,7 @@ class TRM(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = cfg = config
+        self.T, self.n = cfg.T, cfg.n  # the recursion depth in use: the config's, unless a curriculum lowers it
         d = cfg.hidden_size
         self.embed_scale = math.sqrt(d)
         self.embed_tokens = Embedding(cfg.vocab_size, d, init_std=1 / self.embed_scale)
@@ -128,7 +129,7 @@ class TRM(nn.Module):
 
     def recursion_block(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """n updates of z from (x, y, z), then one update of y from (y, z): x is not given to the y update."""
-        for _ in range(self.config.n):
+        for _ in range(self.n):
             z = self.net(z, y + x, self.rotary)
         y = self.net(y, z, self.rotary)
         return y, z
@@ -139,7 +140,7 @@ class TRM(nn.Module):
         """One supervision step: T recursion blocks, gradients through the last one only."""
         x = self.embed(inputs, puzzle_identifiers)
         with torch.no_grad():
-            for _ in range(self.config.T - 1):
+            for _ in range(self.T - 1):
                 y, z = self.recursion_block(x, y, z)
         y, z = self.recursion_block(x, y, z)
         logits = self.output_head(y)[:, self.config.prefix_len :]

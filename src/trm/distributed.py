@@ -1,0 +1,95 @@
+"""Data-parallel plumbing on torch.distributed: joining the process group that `torchrun` describes in the
+environment (NCCL on GPUs, gloo on CPU), and the few collectives the trainer and evaluation need.
+
+One process without torchrun is world size 1: every helper here is then a no-op, so single-process code
+paths never touch torch.distributed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from trm.errors import ConfigError
+from trm.models.trm import pick_device
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the run: its rank, the world size and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone logs, shows progress and writes files."""
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+
+def init(device_name: str = "auto") -> Dist:
+    """Join the process group torchrun set up (WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR/PORT), or stay a
+    single process. On CUDA each process takes the GPU of its local rank."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = pick_device(device_name)
+    if world == 1:
+        return Dist(0, 1, device)
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if local >= torch.cuda.device_count():
+            raise ConfigError(f"local rank {local} but only {torch.cuda.device_count()} GPU(s) on this machine")
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise ConfigError(f"distributed runs need CUDA (NCCL) or the CPU (gloo), not {device.type}")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), device)
+
+
+def shutdown(d: Dist) -> None:
+    if d.active and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(d: Dist) -> None:
+    if d.active:
+        dist.barrier()
+
+
+def all_reduce_sum(d: Dist, tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks, in place (returns the tensor)."""
+    if d.active:
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def broadcast_float(d: Dist, value: float) -> float:
+    """Rank 0's value on every rank (so decisions such as "the time budget is spent" agree)."""
+    if not d.active:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=d.device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
+def gather_rows(d: Dist, t: torch.Tensor) -> torch.Tensor | None:
+    """Every rank's rows concatenated in rank order on rank 0 (None elsewhere); all ranks pass the same shape."""
+    if not d.active:
+        return t
+    boolean = t.dtype == torch.bool  # gloo has no bool collectives
+    t = (t.to(torch.uint8) if boolean else t).contiguous()
+    parts = [torch.empty_like(t) for _ in range(d.world_size)] if d.is_main else None
+    dist.gather(t, parts, dst=0)
+    if not d.is_main:
+        return None
+    out = torch.cat(parts)
+    return out.bool() if boolean else out
