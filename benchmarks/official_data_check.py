@@ -15,9 +15,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from official import official_dir  # noqa: E402
-
 from trm.data import load_split  # noqa: E402
+from trm.reference import official_dir  # noqa: E402
 
 
 def main() -> None:

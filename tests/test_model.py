@@ -186,3 +186,30 @@ def test_corrupt_or_missing_checkpoint_is_one_clear_error(tmp_path):
     (tmp_path / "d" / "config.json").write_text(cfg)
     with pytest.raises(CheckpointError, match="shape"):
         TRM.from_pretrained(tmp_path / "d")
+
+
+def test_auto_dtype_is_bfloat16_only_where_the_device_runs_it_natively(monkeypatch):
+    from trm.models import trm as trm_module
+
+    monkeypatch.delenv("TRM_CPU_DTYPE")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(trm_module, "cpu_has_native_bf16", lambda native=native: native)
+        assert trm_module.resolve_dtype("auto", cpu) == expected
+    assert trm_module.resolve_dtype("auto", cuda) == torch.bfloat16
+    assert trm_module.resolve_dtype("float32", cuda) == torch.float32  # an explicit dtype always wins
+    monkeypatch.setenv("TRM_CPU_DTYPE", "float32")
+    assert trm_module.resolve_dtype("auto", cpu) == torch.float32
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
+    from trm.models import trm as trm_module
+
+    info = tmp_path / "cpuinfo"
+    real_path = trm_module.Path
+    for flags, expected in (("fpu avx512f avx512_bf16 sse", True), ("fpu amx_bf16", True), ("fpu avx2", False)):
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(trm_module, "Path", lambda p, info=info: info if p == "/proc/cpuinfo" else real_path(p))
+        trm_module.cpu_has_native_bf16.cache_clear()
+        assert trm_module.cpu_has_native_bf16() is expected
+    trm_module.cpu_has_native_bf16.cache_clear()

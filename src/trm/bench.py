@@ -1,9 +1,13 @@
-"""`trm bench`: training-step time and inference throughput of a preset, measured the same way for trm
-and (when a checkout is given) the official implementation, interleaved in one process so that machine
-noise hits both alike.
+"""`trm bench`: training-step time and inference throughput of presets, for trm and (given a checkout,
+`--reference`) the official implementation, at the same settings and dtype, interleaved round by round in
+one process so that machine noise hits both alike.
 
-A training step = one supervision step forward (T recursion blocks), the loss, backward, the optimizer
-steps. Inference = N_sup supervision steps in eval mode, reported as puzzles per second.
+Modes: `train` = one supervision step forward (T recursion blocks), the loss, backward and the optimizer
+steps (dense and sparse); `infer-fixed` = N_sup supervision steps in eval mode on one batch; `infer-adaptive`
+= trm's inference engine with the default halting policy (a model that has not been trained never halts
+early, so on a preset this shows the engine's cost at the cap; `trm bench --infer` measures what halting
+saves on a trained checkpoint). Achieved FLOP/s are counted from the model's matmuls and set against this
+machine's measured matmul ceiling at the same dtype (on a GPU that fraction is the MFU).
 """
 
 from __future__ import annotations
@@ -13,38 +17,59 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from trm.config import build_train_config
-from trm.models.trm import TRM
+from trm.config import ModelConfig, build_train_config
+from trm.inference.engine import Engine, InferenceConfig, Request
+from trm.inference.halting import DEFAULT_POLICY
+from trm.models.layers import round_up
+from trm.models.trm import TRM, cpu_has_native_bf16
 from trm.optim import AdamATan2, SignSGDEmbedding
 from trm.supervision import DeepSupervision, think
+
+MODES = ("train", "infer-fixed", "infer-adaptive")
 
 
 @dataclass
 class Workload:
-    """A callable for one training step and one for one inference batch."""
+    """One implementation at one setting: a callable per mode (missing modes are not measured)."""
 
-    name: str
-    train_step: Callable[[], None]
-    infer: Callable[[], None]
+    impl: str
+    modes: dict[str, Callable[[], None]]
 
 
-def sudoku_batch(batch_size: int, seq_len: int, vocab: int, seed: int = 0) -> dict[str, torch.Tensor]:
+def random_batch(batch_size: int, cfg: ModelConfig, device: torch.device, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {
-        "inputs": torch.randint(1, vocab, (batch_size, seq_len), generator=g, dtype=torch.int32),
-        "labels": torch.randint(2, vocab, (batch_size, seq_len), generator=g, dtype=torch.int32),
-        "puzzle_identifiers": torch.zeros(batch_size, dtype=torch.int32),
+    batch = {
+        "inputs": torch.randint(1, cfg.vocab_size, (batch_size, cfg.seq_len), generator=g, dtype=torch.int32),
+        "labels": torch.randint(2, cfg.vocab_size, (batch_size, cfg.seq_len), generator=g, dtype=torch.int32),
+        "puzzle_identifiers": torch.randint(0, cfg.num_puzzle_identifiers, (batch_size,), generator=g).int(),
     }
+    return {k: v.to(device) for k, v in batch.items()}
 
 
-def trm_workload(preset: str, batch_size: int, overrides: list[str] = (), infer_steps: int | None = None) -> Workload:
+def default_dtypes(device: torch.device) -> list[str]:
+    """float32, and bfloat16 where the device runs it natively."""
+    native = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+    return ["float32", "bfloat16"] if native else ["float32"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def trm_workload(
+    preset: str, batch_size: int, overrides: list[str] = (), dtype: str | None = None, device: str = "cpu",
+    infer_steps: int | None = None,
+) -> Workload:  # fmt: skip
     """`infer_steps` times only that many supervision steps of inference (default N_sup); the per-step cost
-    is constant, so throughput scales by N_sup / infer_steps."""
-    cfg = build_train_config(preset, list(overrides))
+    is constant, so the caller scales throughput by N_sup / infer_steps."""
+    cfg = build_train_config(preset, [*overrides, *([f"model.dtype={dtype}"] if dtype else [])])
+    dev = torch.device(device)
     torch.manual_seed(0)
-    model = TRM(cfg.model)
+    model = TRM(cfg.model).to(dev)
     sup = DeepSupervision(model, cfg.loss_type).train()
     if cfg.compile:
         sup.compile()  # as the trainer does
@@ -52,8 +77,11 @@ def trm_workload(preset: str, batch_size: int, overrides: list[str] = (), infer_
     sparse = (
         SignSGDEmbedding(model.puzzle_emb, cfg.puzzle_emb_lr, cfg.puzzle_emb_weight_decay) if model.puzzle_emb else None
     )
-    batch = sudoku_batch(batch_size, cfg.model.seq_len, cfg.model.vocab_size)
+    batch = random_batch(batch_size, cfg.model, dev)
     state = {"carry": sup.initial_carry(batch)}
+    ids = batch["puzzle_identifiers"].tolist()
+    requests = [Request(row, ids[k]) for k, row in enumerate(batch["inputs"].cpu().numpy())]
+    engine_cfg = InferenceConfig(policy=DEFAULT_POLICY, batch_size=batch_size, max_steps=infer_steps)
 
     def train_step() -> None:
         model.train()
@@ -64,40 +92,198 @@ def trm_workload(preset: str, batch_size: int, overrides: list[str] = (), infer_
         if sparse is not None:
             sparse.step()
             sparse.zero_grad()
+        _sync(dev)
 
-    def infer() -> None:
+    def infer_fixed() -> None:
         model.eval()
         think(model, batch["inputs"], batch["puzzle_identifiers"], steps=infer_steps)
+        _sync(dev)
 
-    return Workload("trm", train_step, infer)
+    def infer_adaptive() -> None:
+        model.eval()
+        for _ in Engine(model, engine_cfg).run(requests):
+            pass
+
+    return Workload("trm", {"train": train_step, "infer-fixed": infer_fixed, "infer-adaptive": infer_adaptive})
 
 
-def timed(fn: Callable[[], None], repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
+def official_workload(
+    ns, preset: str, batch_size: int, overrides: list[str] = (), dtype: str = "float32", device: str = "cpu",
+    infer_steps: int | None = None,
+) -> Workload:  # fmt: skip
+    """The official ACTLossHead(TRM) at the same config, with the same optimizers (AdamATan2 has the official
+    arithmetic; the official sparse sign-SGD), on the same batch."""
+    from trm.reference import build_official, official_config
+
+    cfg = build_train_config(preset, list(overrides))
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    model = build_official(ns, official_config(cfg.model, batch_size, dtype)).to(dev)
+    runner = torch.compile(model) if cfg.compile else model  # as pretrain.py does
+    opt = AdamATan2(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    table = getattr(model.model.inner, "puzzle_emb", None)  # absent with puzzle_emb_ndim 0
+    sparse = table and ns.sparse.CastedSparseEmbeddingSignSGD_Distributed(
+        table.buffers(), world_size=1, lr=cfg.puzzle_emb_lr, weight_decay=cfg.puzzle_emb_weight_decay
+    )
+    batch = random_batch(batch_size, cfg.model, dev)
+    state = {}
+
+    def train_step() -> None:
+        model.train()
+        if "carry" not in state:
+            state["carry"] = model.initial_carry(batch)
+        state["carry"], loss, _, _, _ = runner(carry=state["carry"], batch=batch, return_keys=[])
+        (loss / batch_size).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if sparse:
+            sparse.step()
+            sparse.zero_grad()
+        _sync(dev)
+
+    def infer_fixed() -> None:
+        model.eval()
+        with torch.inference_mode():
+            carry = model.initial_carry(batch)
+            for _ in range(infer_steps or cfg.model.N_sup):
+                carry, _, _, _, done = runner(carry=carry, batch=batch, return_keys=[])
+        _sync(dev)
+
+    return Workload("official", {"train": train_step, "infer-fixed": infer_fixed})
+
+
+def network_flops(cfg: ModelConfig, batch_size: int) -> float:
+    """Matmul FLOPs of one application of the network to B rows (2 per multiply-add): the per-token
+    projections, the MLP across positions or attention's scores and weighted sums."""
+    L, D = cfg.total_len, cfg.hidden_size
+    inner = round_up(round(cfg.expansion * D * 2 / 3), 256)  # SwiGLU width, as the layer computes it
+    per_layer = 2 * L * (3 * D * inner)  # the channel MLP: gate, up, down
+    if cfg.mixer == "mlp":
+        t_inner = round_up(round(cfg.expansion * L * 2 / 3), 256)
+        per_layer += 2 * D * (3 * L * t_inner)
+    else:
+        per_layer += 2 * L * 4 * D * D + 2 * 2 * L * L * D  # qkv + out projections, scores and weighted sum
+    return batch_size * cfg.num_layers * per_layer
+
+
+def step_flops(cfg: ModelConfig, batch_size: int, mode: str) -> float:
+    """FLOPs of one measured call: a training step (T - 1 blocks forward only, the last forward and backward
+    = 3x, plus the output head) or N_sup supervision steps of inference."""
+    app = network_flops(cfg, batch_size)
+    head = 2 * batch_size * cfg.total_len * cfg.hidden_size * cfg.vocab_size  # applied before the prefix is cut
+    block = cfg.n + 1
+    if mode == "train":
+        return (cfg.T - 1) * block * app + 3 * (block * app + head)
+    return cfg.N_sup * (cfg.T * block * app + head)
+
+
+def matmul_ceiling(dtype: str, device: str = "cpu", n: int = 2048, repeats: int = 5) -> float:
+    """The best FLOP/s of an n x n matmul at this dtype on this device: the machine's practical ceiling."""
+    dev, dt = torch.device(device), getattr(torch, dtype)
+    a, b = torch.randn(n, n, device=dev).to(dt), torch.randn(n, n, device=dev).to(dt)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        _sync(dev)
         start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
+        a @ b
+        _sync(dev)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
 
 
 def compare(workloads: list[Workload], repeats: int = 5, warmup: int = 1) -> dict[str, dict[str, float]]:
-    """Interleave the workloads round by round; report medians (train: s/step, infer: puzzles/s later)."""
+    """Interleave the workloads mode by mode, round by round; the median seconds per call."""
+    modes = [m for m in MODES if any(m in w.modes for w in workloads)]
     for w in workloads:
-        for _ in range(warmup):
-            w.train_step()
-            w.infer()
-    train_times: dict[str, list[float]] = {w.name: [] for w in workloads}
-    infer_times: dict[str, list[float]] = {w.name: [] for w in workloads}
+        for fn in w.modes.values():
+            for _ in range(warmup):
+                fn()
+    times: dict[str, dict[str, list[float]]] = {w.impl: {m: [] for m in w.modes} for w in workloads}
     for _ in range(repeats):
-        for w in workloads:
-            train_times[w.name] += timed(w.train_step, 1)
-        for w in workloads:
-            infer_times[w.name] += timed(w.infer, 1)
-    return {
-        w.name: {
-            "train_s": statistics.median(train_times[w.name]),
-            "infer_s": statistics.median(infer_times[w.name]),
-        }
-        for w in workloads
-    }
+        for mode in modes:
+            for w in workloads:
+                if mode in w.modes:
+                    start = time.perf_counter()
+                    w.modes[mode]()
+                    times[w.impl][mode].append(time.perf_counter() - start)
+    return {impl: {m: statistics.median(v) for m, v in t.items()} for impl, t in times.items()}
+
+
+def run(
+    presets: list[str], batches: list[int], dtypes: list[str], overrides: list[str] = (), device: str = "cpu",
+    reference: str | None = None, repeats: int = 5, infer_steps: int | None = None,
+    progress: Callable[[str], None] = print,
+) -> list[dict]:  # fmt: skip
+    """One record per (preset, batch, dtype, impl, mode)."""
+    ns = None
+    if reference:
+        from trm.reference import load_official
+
+        ns = load_official(reference)
+    ceilings = {dt: matmul_ceiling(dt, device) for dt in dtypes}
+    records = []
+    for preset in presets:
+        cfg = build_train_config(preset, list(overrides)).model
+        for batch in batches:
+            for dtype in dtypes:
+                workloads = [trm_workload(preset, batch, overrides, dtype, device, infer_steps)]
+                if ns is not None:
+                    workloads.append(official_workload(ns, preset, batch, overrides, dtype, device, infer_steps))
+                res = compare(workloads, repeats=repeats)
+                for impl, by_mode in res.items():
+                    for mode, seconds in by_mode.items():
+                        if mode != "train" and infer_steps:
+                            seconds *= cfg.N_sup / infer_steps  # timed fewer steps: scale to N_sup
+                        flops = step_flops(cfg, batch, "train" if mode == "train" else "infer")
+                        rec = dict(
+                            preset=preset, impl=impl, mode=mode, batch=batch, device=device, dtype=dtype,
+                            step_s=seconds, puzzles_per_s=batch / seconds, flops_per_s=flops / seconds,
+                            ceiling_flops_per_s=ceilings[dtype], mfu=flops / seconds / ceilings[dtype],
+                        )  # fmt: skip
+                        records.append(rec)
+                        progress(
+                            f"{preset} batch {batch} {dtype} {impl:8s} {mode:14s} {seconds:8.3f} s  "
+                            f"{batch / seconds:8.1f} puzzles/s  {rec['mfu']:6.1%} of the matmul ceiling"
+                        )
+    return records
+
+
+def markdown(records: list[dict]) -> str:
+    """A table per mode: trm and official side by side (ratio = official time / trm time, > 1: trm faster),
+    and trm's speed-up of each dtype over its float32 path."""
+    lines = []
+    by_key = {(r["preset"], r["batch"], r["dtype"], r["impl"], r["mode"]): r for r in records}
+    for mode in MODES:
+        rows = sorted({k[:3] for k in by_key if k[4] == mode and k[3] == "trm"})
+        if not rows:
+            continue
+        lines += [
+            f"\n### {mode}\n",
+            "| preset | batch | dtype | trm step (s) | official step (s) | trm vs official | trm vs trm float32 "
+            "| trm puzzles/s | trm % of matmul ceiling | official % |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for preset, batch, dtype in rows:
+            t = by_key[(preset, batch, dtype, "trm", mode)]
+            o = by_key.get((preset, batch, dtype, "official", mode))
+            f32 = by_key.get((preset, batch, "float32", "trm", mode))
+            lines.append(
+                f"| {preset} | {batch} | {dtype} | {t['step_s']:.3f} | {o['step_s'] if o else float('nan'):.3f} | "
+                f"{(o['step_s'] / t['step_s']) if o else float('nan'):.2f}x | "
+                f"{(f32['step_s'] / t['step_s']) if f32 else float('nan'):.2f}x | {t['puzzles_per_s']:.1f} | "
+                f"{t['mfu']:.0%} | {o['mfu'] if o else float('nan'):.0%} |"
+            )
+    return "\n".join(lines).replace("nanx", "-").replace("nan%", "-").replace("| nan |", "| - |") + "\n"
+
+
+def summary(records: list[dict]) -> dict[str, float]:
+    """Geometric means of the headline ratios (for the closing line of the CLI)."""
+    by_key = {(r["preset"], r["batch"], r["dtype"], r["impl"], r["mode"]): r["step_s"] for r in records}
+    vs_official = [o / by_key[k[:3] + ("trm",) + k[4:]] for k, o in by_key.items() if k[3] == "official"]
+    vs_f32 = [
+        by_key[(p, b, "float32", "trm", m)] / s
+        for (p, b, d, i, m), s in by_key.items()
+        if i == "trm" and d != "float32" and (p, b, "float32", "trm", m) in by_key
+    ]
+    geo = lambda xs: float(np.exp(np.mean(np.log(xs)))) if xs else float("nan")  # noqa: E731
+    return {"trm_vs_official": geo(vs_official), "fast_path_vs_float32": geo(vs_f32)}

@@ -194,9 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="time a preset's training step and inference throughput, or (--infer) compare inference policies",
     )
-    b.add_argument("preset", nargs="?")
+    b.add_argument("preset", nargs="?", help="a preset to time (or several with --preset)")
     b.add_argument("overrides", nargs="*", help="config overrides, e.g. hidden_size=128")
+    b.add_argument("--preset", dest="presets", nargs="+", metavar="P", help="presets to time")
     b.add_argument("--batch", type=int, nargs="+", default=[32, 128])
+    b.add_argument("--dtype", nargs="+", help="compute dtypes (default: float32, and bfloat16 where native)")
+    b.add_argument("--reference", metavar="PATH", help="a checkout of the official TRM code, timed beside trm")
+    b.add_argument("--infer-steps", type=int, help="time this many inference steps and scale to N_sup (CPU)")
     b.add_argument("--repeats", type=int, default=5)
     bi = b.add_argument_group("inference policies (--infer CKPT DATA)")
     bi.add_argument(

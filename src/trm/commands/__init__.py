@@ -58,15 +58,48 @@ def convert(args: argparse.Namespace) -> int:
 def bench(args: argparse.Namespace) -> int:
     if args.infer:
         return _bench_infer(args)
-    if not args.preset:
+    presets = ([args.preset] if args.preset else []) + (args.presets or [])
+    if not presets:
         raise ConfigError("give a preset to time (see `trm info --presets`) or --infer CKPT DATA")
-    from trm.bench import compare, trm_workload
+    import platform
+    import time
 
-    print(f"{args.preset} {' '.join(args.overrides)}  torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("batch  train step (s)  inference (puzzles/s)")
-    for batch in args.batch:
-        res = compare([trm_workload(args.preset, batch, args.overrides)], repeats=args.repeats)["trm"]
-        print(f"{batch:5d}  {res['train_s']:14.4f}  {batch / res['infer_s']:21.1f}")
+    from trm import bench as timing
+    from trm.config import build_train_config
+    from trm.data import write_json
+    from trm.models.trm import pick_device
+
+    for preset in presets:
+        build_train_config(preset, args.overrides)  # every preset and override checked before any timing
+    device = pick_device(args.device)
+    dtypes = args.dtype or timing.default_dtypes(device)
+    for dt in dtypes:
+        if dt not in ("float32", "bfloat16", "float16"):
+            raise ConfigError(f"unknown dtype {dt!r} (float32, bfloat16 or float16)")
+    if min(args.batch) < 1 or args.repeats < 1 or (args.infer_steps or 1) < 1:
+        raise ConfigError("--batch, --repeats and --infer-steps must be at least 1")
+    print(
+        f"# {', '.join(presets)} {' '.join(args.overrides)}: {platform.machine()} {device}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, dtypes {', '.join(dtypes)}"
+        + (f", official code from {args.reference}" if args.reference else "")
+    )
+    records = timing.run(
+        presets, args.batch, dtypes, args.overrides, device=str(device), reference=args.reference,
+        repeats=args.repeats, infer_steps=args.infer_steps,
+    )  # fmt: skip
+    for r in records:
+        r.update(torch=torch.__version__, threads=torch.get_num_threads(), date=time.strftime("%Y-%m-%d"))
+    table = timing.markdown(records)
+    print(table)
+    ratios = timing.summary(records)
+    print(
+        f"geometric means: trm vs official {ratios['trm_vs_official']:.2f}x, "
+        f"trm's other dtypes vs its float32 path {ratios['fast_path_vs_float32']:.2f}x"
+    )
+    if args.json:
+        write_json(args.json, records)
+    if args.md:
+        args.md.write_text(table)
     return 0
 
 

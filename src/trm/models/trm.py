@@ -9,8 +9,10 @@ y's first position.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,11 +36,30 @@ class StepOutput(NamedTuple):
     q_continue: torch.Tensor  # [B] float32
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """x86 CPUs with AVX512-BF16 or AMX run bfloat16 matmuls natively (about 2x float32 on the development
+    machine, BENCHMARKS.md section 8); elsewhere bf16 on the CPU is emulated and slower. Linux reports the
+    flags in /proc/cpuinfo; other systems are treated as not native."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """ "auto" is float32 on CPU (bf16 matmuls are slow there) and bfloat16 on accelerators."""
-    if name == "auto":
-        return torch.float32 if device.type == "cpu" else torch.bfloat16
-    return getattr(torch, name)
+    """The compute dtype (weights stay float32 and are cast per operation). "auto" is bfloat16 where the
+    device runs it natively (CUDA, MPS, CPUs with AVX512-BF16 or AMX) and float32 elsewhere; TRM_CPU_DTYPE
+    (float32 | bfloat16) overrides the CPU choice."""
+    if name != "auto":
+        return getattr(torch, name)
+    if device.type != "cpu":
+        return torch.bfloat16
+    forced = os.environ.get("TRM_CPU_DTYPE")
+    if forced in ("float32", "bfloat16"):
+        return getattr(torch, forced)
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
 def pick_device(name: str = "auto") -> torch.device:

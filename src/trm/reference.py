@@ -1,11 +1,12 @@
-"""Run the official TRM implementation beside trm, for side-by-side tests and benchmarks only.
+"""Run the official TRM implementation beside trm, for side-by-side measurements (`trm bench --reference`,
+`benchmarks/`) only.
 
 Nothing of the official code is shipped with trm, and this module neither copies nor builds it: it imports
 it at run time from a checkout the user provides (an argument, or the `TRM_OFFICIAL_DIR` environment
 variable):
 
     git clone https://github.com/SamsungSAILMontreal/TinyRecursiveModels /path/to/TinyRecursiveModels
-    TRM_OFFICIAL_DIR=/path/to/TinyRecursiveModels python benchmarks/sudoku_speed.py
+    trm bench --preset sudoku-mlp --reference /path/to/TinyRecursiveModels
 
 Written against commit e7b68717 (2025-10-08). Only the model code is imported (`models/recursive_reasoning/trm.py`,
 `models/layers.py`, `models/losses.py`, `models/sparse_embedding.py`, `models/common.py`); its extra
@@ -32,11 +33,12 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import time
 import types
 from pathlib import Path
 
 import torch
+
+from trm.errors import ConfigError
 
 COMPILE_PREFIX = "_orig_mod."  # what torch.compile's wrapper adds to every state-dict key
 
@@ -45,9 +47,9 @@ def official_dir(path: str | os.PathLike | None = None) -> Path:
     """The official checkout: `path`, else `$TRM_OFFICIAL_DIR`."""
     path = path or os.environ.get("TRM_OFFICIAL_DIR")
     if not path or not (Path(path) / "models" / "recursive_reasoning" / "trm.py").is_file():
-        raise SystemExit(
-            "set TRM_OFFICIAL_DIR (or pass the path) to a checkout of "
-            "https://github.com/SamsungSAILMontreal/TinyRecursiveModels"
+        raise ConfigError(
+            f"{path or '$TRM_OFFICIAL_DIR'}: not a checkout of the official code "
+            "(https://github.com/SamsungSAILMontreal/TinyRecursiveModels; needs models/recursive_reasoning/trm.py)"
         )
     return Path(path).resolve()
 
@@ -70,14 +72,14 @@ def load_official(path: str | os.PathLike | None = None) -> types.SimpleNamespac
             ]
         }
     except ModuleNotFoundError as e:
-        raise SystemExit(f"importing the official TRM code failed ({e}); it needs torch, pydantic, einops") from e
+        raise ConfigError(f"importing the official TRM code failed ({e}); it needs torch, pydantic, einops") from None
     for mod in mods.values():
         if not Path(mod.__file__).resolve().is_relative_to(root):
-            raise SystemExit(f"`{mod.__name__}` was imported from {mod.__file__}, not from {root}")
+            raise ConfigError(f"`{mod.__name__}` was imported from {mod.__file__}, not from {root}")
     return types.SimpleNamespace(root=root, **mods)
 
 
-def official_config(model_cfg, batch_size: int) -> dict:
+def official_config(model_cfg, batch_size: int, dtype: str = "float32") -> dict:
     """trm ModelConfig -> the official arch config dict."""
     return dict(
         batch_size=batch_size,
@@ -100,7 +102,7 @@ def official_config(model_cfg, batch_size: int) -> dict:
         rope_theta=model_cfg.rope_theta,
         halt_max_steps=model_cfg.N_sup,
         halt_exploration_prob=model_cfg.halt_exploration_prob,
-        forward_dtype="float32",
+        forward_dtype=dtype,
         mlp_t=model_cfg.mixer == "mlp",
         no_ACT_continue=not model_cfg.q_continue,
     )
@@ -159,45 +161,3 @@ def load_official_checkpoint(model: torch.nn.Module, checkpoint: str | os.PathLi
     sd = torch.load(checkpoint, map_location="cpu", weights_only=True)
     sd = {k.removeprefix(COMPILE_PREFIX): v for k, v in sd.items()}
     model.load_state_dict(sd)
-
-
-SUDOKU_MLP = dict(  # the official Sudoku-Extreme TRM-MLP run (README), float32
-    hidden_size=512, num_heads=8, expansion=4, L_layers=2, H_layers=0, H_cycles=3, L_cycles=6,
-    pos_encodings="none", mlp_t=True, puzzle_emb_ndim=512, puzzle_emb_len=16, halt_max_steps=16,
-    halt_exploration_prob=0.1, no_ACT_continue=True, rope_theta=10000.0, rms_norm_eps=1e-5,
-    vocab_size=11, seq_len=81, num_puzzle_identifiers=1,
-)  # fmt: skip
-
-
-def _smoke(batch_size: int = 32, steps: int = 3) -> None:
-    """Build the official Sudoku TRM-MLP and time training steps (one supervision step forward + backward)."""
-    torch.manual_seed(0)
-    model = build_official(SUDOKU_MLP, batch_size)
-    n = sum(p.numel() for p in model.parameters())
-    g = torch.Generator().manual_seed(0)
-    batch = dict(
-        inputs=torch.randint(1, 11, (batch_size, 81), generator=g, dtype=torch.int32),
-        labels=torch.randint(2, 11, (batch_size, 81), generator=g, dtype=torch.int32),
-        puzzle_identifiers=torch.zeros(batch_size, dtype=torch.int32),
-    )
-    model.train()
-    carry = model.initial_carry(batch)
-    for i in range(steps):
-        t = time.perf_counter()
-        carry, loss, metrics, _, _ = model(carry=carry, batch=batch, return_keys=[])
-        (loss / batch_size).backward()
-        dt = time.perf_counter() - t
-        grads = sum(p.grad is not None for p in model.parameters())
-        emb_grad = model.model.puzzle_emb.local_weights.grad
-        model.zero_grad(set_to_none=True)
-        model.model.puzzle_emb.local_weights.grad = None  # a buffer, not a parameter: zero_grad skips it
-        print(
-            f"step {i}: {dt:.3f} s (forward + backward), loss {loss.item():.3f}, params {n:,}, "
-            f"{grads} grads, puzzle-emb grad {tuple(emb_grad.shape) if emb_grad is not None else None}",
-            flush=True,
-        )
-
-
-if __name__ == "__main__":
-    # TRM_OFFICIAL_DIR=... python benchmarks/official.py [batch] : checks that the official model runs here
-    _smoke(int(sys.argv[1]) if len(sys.argv) > 1 else 32)
