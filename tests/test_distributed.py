@@ -123,6 +123,7 @@ def test_two_gloo_processes_train_like_one_with_a_resume_in_the_middle(ided, tmp
             assert ra[key] == pytest.approx(rb[key], rel=1e-5, abs=1e-6), (ra["step"], key)
     ea, eb = _rows(one, "eval")[-1], _rows(two, "eval")[-1]  # evaluation gathered over the two ranks
     assert ea.pop("split") == eb.pop("split") == "eval"
+    assert ea.pop("elapsed_s") > 0 and eb.pop("elapsed_s") > 0  # wall clocks differ
     assert ea["count"] == eb["count"] == load_split(ided, "test").num_examples
     assert ea == pytest.approx(eb, rel=1e-5, abs=1e-6)
     sa = torch.load(one / "train_state.pt", weights_only=False)

@@ -144,6 +144,7 @@ class Trainer:
         self.elapsed = 0.0  # training seconds spent by earlier processes of this run (resume)
         self._t0 = time.perf_counter()
         self._saved_at = -1
+        self._start_step = 0
         self.carries: list[Carry | None] = [None] * (self.local_batch // self.micro_batch)
 
     def say(self, line: str) -> None:
@@ -151,9 +152,13 @@ class Trainer:
             tqdm.write(line)
 
     # -- schedule ----------------------------------------------------------------------------------------
+    def _clock(self) -> float:
+        """Seconds of this run so far on this process's clock (for logs and the bar)."""
+        return self.elapsed + time.perf_counter() - self._t0
+
     def elapsed_now(self) -> float:
         """Seconds of this run so far; under torchrun rank 0's clock, so every rank decides alike."""
-        return distributed.broadcast_float(self.dist, self.elapsed + time.perf_counter() - self._t0)
+        return distributed.broadcast_float(self.dist, self._clock())
 
     def progress_at(self, step: int, elapsed: float) -> float:
         """The fraction of the run done: of max_steps (or the epochs), of max_time, whichever is further."""
@@ -341,6 +346,8 @@ class Trainer:
         totals = dict(zip(keys, packed.tolist(), strict=True)) | {"lr": float(lr)}
         logged = train_log_metrics(totals, self.cfg.global_batch_size, window)
         logged["epoch"] = self.sampler.epoch
+        logged["elapsed_s"] = self._clock()
+        logged["steps_per_s"] = (self.step - self._start_step) / max(1e-9, time.perf_counter() - self._t0)
         if logger is not None:
             logger.log("train", self.step, logged)
         return logged
@@ -366,21 +373,19 @@ class Trainer:
         )
         batches = iter(self.sampler)
         self.model.train()
-        self._t0 = time.perf_counter()
-        start_step = self.step
+        self._t0, self._start_step = time.perf_counter(), self.step
         try:
             while not self._finished(elapsed := self.elapsed_now() if cfg.max_time else 0.0):
                 for k, v in self.train_step(next(batches), elapsed).items():
                     v = v.detach().float()  # float64 is missing on MPS
                     sums[k] = sums[k] + v if k in sums else v
                 window += 1
-                bar.update(round(self.elapsed + time.perf_counter() - self._t0) - bar.n if by_time else 1)
+                bar.update(round(self._clock()) - bar.n if by_time else 1)
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                     logged = self._log_train(logger, sums, window)
                     sums, window = {}, 0
-                    rate = (self.step - start_step) / max(1e-9, time.perf_counter() - self._t0)
                     bar.set_postfix(loss=f"{logged['lm_loss']:.3f}", exact=f"{logged['exact_accuracy']:.3f}",
-                                    steps_per_s=f"{rate:.2f}")  # fmt: skip
+                                    steps_per_s=f"{logged['steps_per_s']:.2f}")  # fmt: skip
                 remaining = self.total_steps - self.step if self.total_steps else math.inf
                 if self.step % self.eval_every == 0 and remaining >= self.eval_every // 2:
                     last_eval = self._evaluate_and_save(logger)
@@ -395,9 +400,10 @@ class Trainer:
         return last_eval
 
     def _evaluate_and_save(self, logger: MetricsLogger | None) -> dict[str, float]:
+        clock = self._clock()
         metrics = self.run_eval()
         if metrics and logger is not None:
-            logger.log("eval", self.step, metrics)
+            logger.log("eval", self.step, {**metrics, "elapsed_s": clock})
             self.say(f"step {self.step}: " + format_metrics(metrics))
         self.model.train()
         self.save()
