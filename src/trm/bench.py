@@ -212,7 +212,7 @@ def compare(workloads: list[Workload], repeats: int = 5, warmup: int = 1) -> dic
 def run(
     presets: list[str], batches: list[int], dtypes: list[str], overrides: list[str] = (), device: str = "cpu",
     reference: str | None = None, repeats: int = 5, infer_steps: int | None = None,
-    progress: Callable[[str], None] = print,
+    modes: tuple[str, ...] = MODES, progress: Callable[[str], None] = print,
 ) -> list[dict]:  # fmt: skip
     """One record per (preset, batch, dtype, impl, mode)."""
     ns = None
@@ -229,6 +229,8 @@ def run(
                 workloads = [trm_workload(preset, batch, overrides, dtype, device, infer_steps)]
                 if ns is not None:
                     workloads.append(official_workload(ns, preset, batch, overrides, dtype, device, infer_steps))
+                for w in workloads:
+                    w.modes = {m: fn for m, fn in w.modes.items() if m in modes}
                 res = compare(workloads, repeats=repeats)
                 for impl, by_mode in res.items():
                     for mode, seconds in by_mode.items():

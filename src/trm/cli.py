@@ -201,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dtype", nargs="+", help="compute dtypes (default: float32, and bfloat16 where native)")
     b.add_argument("--reference", metavar="PATH", help="a checkout of the official TRM code, timed beside trm")
     b.add_argument("--infer-steps", type=int, help="time this many inference steps and scale to N_sup (CPU)")
+    b.add_argument("--modes", nargs="+", default=["train", "infer-fixed", "infer-adaptive"], help="what to time")
     b.add_argument("--repeats", type=int, default=5)
     bi = b.add_argument_group("inference policies (--infer CKPT DATA)")
     bi.add_argument(

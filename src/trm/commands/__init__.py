@@ -78,6 +78,8 @@ def bench(args: argparse.Namespace) -> int:
             raise ConfigError(f"unknown dtype {dt!r} (float32, bfloat16 or float16)")
     if min(args.batch) < 1 or args.repeats < 1 or (args.infer_steps or 1) < 1:
         raise ConfigError("--batch, --repeats and --infer-steps must be at least 1")
+    if unknown := set(args.modes) - set(timing.MODES):
+        raise ConfigError(f"unknown mode {sorted(unknown)[0]!r} ({', '.join(timing.MODES)})")
     print(
         f"# {', '.join(presets)} {' '.join(args.overrides)}: {platform.machine()} {device}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, dtypes {', '.join(dtypes)}"
@@ -85,7 +87,7 @@ def bench(args: argparse.Namespace) -> int:
     )
     records = timing.run(
         presets, args.batch, dtypes, args.overrides, device=str(device), reference=args.reference,
-        repeats=args.repeats, infer_steps=args.infer_steps,
+        repeats=args.repeats, infer_steps=args.infer_steps, modes=tuple(args.modes),
     )  # fmt: skip
     for r in records:
         r.update(torch=torch.__version__, threads=torch.get_num_threads(), date=time.strftime("%Y-%m-%d"))
