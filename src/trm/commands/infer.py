@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from trm.errors import CheckpointError, ConfigError, TRMError
 from trm.models.trm import load_checkpoint
@@ -31,23 +30,6 @@ def inference_config(args: argparse.Namespace, **extra):
     )
 
 
-def _distributed(device_name: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device): under torchrun, join the process group (NCCL on GPUs, gloo on CPU)."""
-    import os
-
-    from trm.models.trm import pick_device
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = pick_device(device_name)
-    if world == 1:
-        return 0, 1, device
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return torch.distributed.get_rank(), world, device
-
-
 def _hooks(*hooks):
     """One `evaluate(on_batch=...)` hook calling each given one (None entries skipped); None if none."""
     live = [h for h in hooks if h is not None]
@@ -62,13 +44,15 @@ def _hooks(*hooks):
 def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
     from tqdm import tqdm
 
+    from trm import distributed
     from trm.data import load_split
     from trm.evaluate import SolutionCounter, check_fits, evaluate
     from trm.inference import Engine, checker_for
     from trm.tasks import task_for
     from trm.tasks.arc_eval import VoteCollector, write_submission
 
-    rank, world, device = _distributed(args.device)
+    d = distributed.init(args.device)
+    rank, world, device = d.rank, d.world_size, d.device
     try:
         checkpoints = [args.checkpoint, *args.ensemble]
         for path in checkpoints:  # a typo in a path fails before any work
@@ -150,8 +134,7 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
             print(show_examples(ckpt, model, ds, preds, args.show, args.show_dir))
         return 0
     finally:
-        if world > 1:
-            torch.distributed.destroy_process_group()
+        distributed.shutdown(d)
 
 
 def _read_puzzle_arg(text: str, task) -> list[str]:
