@@ -118,7 +118,7 @@ def official_workload(
     cfg = build_train_config(preset, list(overrides))
     dev = torch.device(device)
     torch.manual_seed(0)
-    model = build_official(ns, official_config(cfg.model, batch_size, dtype)).to(dev)
+    model = build_official(official_config(cfg.model, batch_size), path=ns.root, dtype=dtype).to(dev)
     runner = torch.compile(model) if cfg.compile else model  # as pretrain.py does
     opt = AdamATan2(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     table = getattr(model.model.inner, "puzzle_emb", None)  # absent with puzzle_emb_ndim 0

@@ -230,7 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import torch
+
     from trm import commands
+
+    # Denormal floats slow every CPU op they touch (trm's float32 training step ran 10% slower than with them
+    # flushed, BENCHMARKS.md section 2); flushing them to zero changes results only below 1e-38.
+    torch.set_flush_denormal(True)
     from trm.errors import TRMError
 
     user_errors: tuple[type[BaseException], ...] = (TRMError,)

@@ -79,7 +79,7 @@ def load_official(path: str | os.PathLike | None = None) -> types.SimpleNamespac
     return types.SimpleNamespace(root=root, **mods)
 
 
-def official_config(model_cfg, batch_size: int, dtype: str = "float32") -> dict:
+def official_config(model_cfg, batch_size: int) -> dict:
     """trm ModelConfig -> the official arch config dict."""
     return dict(
         batch_size=batch_size,
@@ -102,7 +102,6 @@ def official_config(model_cfg, batch_size: int, dtype: str = "float32") -> dict:
         rope_theta=model_cfg.rope_theta,
         halt_max_steps=model_cfg.N_sup,
         halt_exploration_prob=model_cfg.halt_exploration_prob,
-        forward_dtype=dtype,
         mlp_t=model_cfg.mixer == "mlp",
         no_ACT_continue=not model_cfg.q_continue,
     )
