@@ -35,7 +35,7 @@ from safetensors.torch import load_file
 
 from trm.config import ModelConfig
 from trm.errors import CheckpointError
-from trm.models.trm import TRM, WEIGHTS_NAME
+from trm.models.trm import TRM, WEIGHTS_NAME, check_fits, resolve_checkpoint
 
 RENAMES = [
     (r"^embed_tokens\.embedding_weight$", "embed_tokens.weight"),
@@ -122,15 +122,7 @@ def convert_official(checkpoint: Path, out: Path, config_path: Path | None = Non
     if not config_path.is_file():
         raise CheckpointError(f"{config_path}: missing; pass --config all_config.yaml")
     cfg = _read_config(config_path)
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as err:  # zip/pickle errors vary with the damage
-        raise CheckpointError(f"{checkpoint}: corrupt or not a torch checkpoint ({err})") from None
-    weights = {}
-    for key, tensor in state.items():
-        name = rename_official(key)
-        if name is not None:
-            weights[name] = tensor.float()  # bf16 init states and any bf16 weights become fp32 masters
+    weights = read_official(checkpoint)
 
     arch = cfg["arch"]
     fields = {ours: arch[theirs] for theirs, ours in ARCH_FIELDS.items() if theirs in arch}
@@ -157,30 +149,31 @@ def convert_official(checkpoint: Path, out: Path, config_path: Path | None = Non
     return Path(out)
 
 
+def read_official(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """An official checkpoint file's weights under trm's names, float32 (bf16 init states and weights become
+    fp32 masters); buffers trm does not keep are dropped."""
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as err:  # zip/pickle errors vary with the damage
+        raise CheckpointError(f"{checkpoint}: corrupt or not a torch checkpoint ({err})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{checkpoint}: not a state dict of tensors (an official checkpoint file?)")
+    renamed = {rename_official(k): v.float() for k, v in state.items()}
+    return {k: v for k, v in renamed.items() if k is not None}
+
+
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """Weights under trm's names from a trm checkpoint directory, a run directory (its newest checkpoint) or
     an official checkpoint file; float32 on the CPU."""
-    path = Path(path)
-    if path.is_dir():
-        last = path / "checkpoints" / "last"
-        if last.is_file():
-            path = path / "checkpoints" / last.read_text().strip()
-        if not (path / WEIGHTS_NAME).is_file():
-            raise CheckpointError(f"{path}: not a trm checkpoint (no {WEIGHTS_NAME})")
-        try:
-            return {k: v.float() for k, v in load_file(path / WEIGHTS_NAME).items()}
-        except Exception as err:  # safetensors raises several types for a corrupt file
-            raise CheckpointError(f"{path / WEIGHTS_NAME}: corrupt weights file ({err})") from None
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
+    path = resolve_checkpoint(path)
+    if path.is_file():
+        return read_official(path)
+    if not (path / WEIGHTS_NAME).is_file():
+        raise CheckpointError(f"{path}: not a trm checkpoint (no {WEIGHTS_NAME})")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # zip/pickle errors vary with the damage
-        raise CheckpointError(f"{path}: corrupt or not a torch checkpoint ({err})") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: not a state dict of tensors (an official checkpoint file?)")
-    renamed = {rename_official(k): v.float() for k, v in state.items()}
-    return {k: v for k, v in renamed.items() if k is not None}
+        return {k: v.float() for k, v in load_file(path / WEIGHTS_NAME).items()}
+    except Exception as err:  # safetensors raises several types for a corrupt file
+        raise CheckpointError(f"{path / WEIGHTS_NAME}: corrupt weights file ({err})") from None
 
 
 @torch.no_grad()
@@ -190,15 +183,9 @@ def warm_start(model: TRM, path: str | Path) -> list[str]:
     to the mean of the loaded rows, as the official code does. Returns what it did, one line each."""
     weights = read_weights(path)
     own = model.state_dict()
-    missing, unexpected = own.keys() - weights.keys(), weights.keys() - own.keys()
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: weights do not fit this model "
-            f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
-        )
     notes = []
     table = "puzzle_emb.weight"
-    if table in weights and weights[table].shape != own[table].shape:
+    if table in weights and table in own and weights[table].shape != own[table].shape:
         loaded = weights[table]
         if loaded.shape[1:] != own[table].shape[1:]:
             raise CheckpointError(
@@ -209,12 +196,7 @@ def warm_start(model: TRM, path: str | Path) -> list[str]:
             f"puzzle embedding table has {loaded.shape[0]} rows, this data set needs {own[table].shape[0]}: "
             "every row starts at the mean of the loaded ones"
         )
-    bad = [k for k, v in own.items() if v.shape != weights[k].shape]
-    if bad:
-        raise CheckpointError(
-            f"{path}: weight {bad[0]} has shape {tuple(weights[bad[0]].shape)}, "
-            f"this model's is {tuple(own[bad[0]].shape)}"
-        )
+    check_fits(own, weights, str(path))
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()})
     notes.insert(0, f"warm start from {path}: {len(weights)} tensors loaded, new optimizer state")
     return notes

@@ -205,29 +205,37 @@ class TRM(nn.Module):
     def from_state(cls, config: ModelConfig, tensors: dict[str, torch.Tensor], source: str) -> TRM:
         """Build a model from weights, with one CheckpointError line (naming `source`) if they do not fit."""
         model = cls(config)
-        expected = model.state_dict()
-        missing, unexpected = expected.keys() - tensors.keys(), tensors.keys() - expected.keys()
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{source}: weights do not match the config (missing {sorted(missing)[:3]}, "
-                f"unexpected {sorted(unexpected)[:3]})"
-            )
-        bad = [k for k, v in expected.items() if v.shape != tensors[k].shape]
-        if bad:
-            raise CheckpointError(
-                f"{source}: weight {bad[0]} has shape {tuple(tensors[bad[0]].shape)}, "
-                f"the config implies {tuple(expected[bad[0]].shape)}"
-            )
+        check_fits(model.state_dict(), tensors, source)
         model.load_state_dict(tensors)
         return model
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[TRM, Path]:
-    """A checkpoint directory, or a run directory (its newest checkpoint), in eval mode, with its path."""
+def check_fits(expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], source: str) -> None:
+    """One CheckpointError line (naming `source`) unless `tensors` has exactly the names and shapes expected."""
+    missing, unexpected = expected.keys() - tensors.keys(), tensors.keys() - expected.keys()
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source}: weights do not match the config (missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]})"
+        )
+    bad = [k for k, v in expected.items() if v.shape != tensors[k].shape]
+    if bad:
+        raise CheckpointError(
+            f"{source}: weight {bad[0]} has shape {tuple(tensors[bad[0]].shape)}, "
+            f"the config implies {tuple(expected[bad[0]].shape)}"
+        )
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory as given, or a run directory's newest checkpoint."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
     last = path / "checkpoints" / "last"
-    if last.is_file():
-        path = path / "checkpoints" / last.read_text().strip()
+    return path / "checkpoints" / last.read_text().strip() if last.is_file() else path
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[TRM, Path]:
+    """A checkpoint directory, or a run directory (its newest checkpoint), in eval mode, with its path."""
+    path = resolve_checkpoint(path)
     return TRM.from_pretrained(path, map_location=device).eval(), path
