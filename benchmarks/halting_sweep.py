@@ -20,7 +20,7 @@ import torch
 from trm.data import IGNORE_LABEL, collate, load_split
 from trm.inference import checker_for, parse_policy
 from trm.inference.halting import StepView
-from trm.models.trm import load_checkpoint
+from trm.models import load_checkpoint
 from trm.tasks import task_for
 
 DEFAULT = [

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from trm.bench_infer import InferCase, bench_inference, markdown
 from trm.inference import InferenceConfig
-from trm.models.trm import load_checkpoint
+from trm.models import load_checkpoint
 from trm.tasks import task_for
 
 

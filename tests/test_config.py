@@ -59,10 +59,15 @@ def test_unknown_preset_names_the_known_ones():
         build_train_config("sudoku-xl")
 
 
-def test_heads_must_divide_hidden_size_for_attention():
-    with pytest.raises(ValueError, match="divisible"):
-        ModelConfig(hidden_size=100, num_heads=8, mixer="attention")
-    ModelConfig(hidden_size=100, num_heads=8, mixer="mlp", pos_encoding="none")
+def test_heads_that_do_not_divide_hidden_size_narrow_the_attention_as_official():
+    from trm.models.layers import Attention
+
+    ModelConfig(hidden_size=100, num_heads=8, mixer="attention")  # head_dim 12, width 96
+    attn = Attention(512, 12)  # the official transformer baseline: head_dim 42, width 504
+    assert attn.qkv.weight.shape == (3 * 504, 512) and attn.out.weight.shape == (512, 504)
+    with pytest.raises(ValueError, match="more than hidden_size"):
+        ModelConfig(hidden_size=4, num_heads=8, mixer="attention")
+    ModelConfig(hidden_size=4, num_heads=8, mixer="mlp", pos_encoding="none", puzzle_emb_ndim=4)
 
 
 def test_overrides_do_not_mutate_the_input():

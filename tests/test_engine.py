@@ -14,7 +14,7 @@ from trm.config import ModelConfig
 from trm.errors import ConfigError
 from trm.inference import Engine, InferenceConfig, Request, Solver, parse_policy
 from trm.inference.halting import DEFAULT_POLICY, StepView
-from trm.models.trm import TRM, StepOutput
+from trm.models import TRM, StepOutput
 from trm.supervision import think
 from trm.tasks.sudoku import SudokuTask
 
@@ -41,7 +41,7 @@ class Scripted(nn.Module):
         super().__init__()
         self.config = SimpleNamespace(N_sup=n_sup, seq_len=seq_len)
         self.vocab = vocab
-        self.register_buffer("y_init", torch.zeros(1))
+        self.device = torch.device("cpu")
         self.calls: list[int] = []  # rows per forward call
 
     def initial_state(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -189,7 +189,7 @@ def test_corrupt_or_missing_checkpoint_is_one_clear_error(tmp_path):
 
 
 def test_auto_dtype_is_bfloat16_only_where_the_device_runs_it_natively(monkeypatch):
-    from trm.models import trm as trm_module
+    from trm.models import base as trm_module
 
     monkeypatch.delenv("TRM_CPU_DTYPE")
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
@@ -203,7 +203,7 @@ def test_auto_dtype_is_bfloat16_only_where_the_device_runs_it_natively(monkeypat
 
 
 def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
-    from trm.models import trm as trm_module
+    from trm.models import base as trm_module
 
     info = tmp_path / "cpuinfo"
     real_path = trm_module.Path

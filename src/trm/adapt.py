@@ -19,7 +19,7 @@ import torch
 
 from trm.data import IGNORE_LABEL, grids
 from trm.inference.engine import Engine, InferenceConfig, Request
-from trm.models.trm import TRM
+from trm.models import RecursiveModel, build_model
 from trm.optim import SignSGDEmbedding
 from trm.supervision import DeepSupervision
 from trm.tasks import arc
@@ -59,13 +59,13 @@ class Attempts:
         return None if y is None else arc.grid_hash(y) in self.votes.top(self.task.name, x, k)
 
 
-def with_new_identifiers(model: TRM, count: int) -> TRM:
+def with_new_identifiers(model: RecursiveModel, count: int) -> RecursiveModel:
     """A copy of `model` whose puzzle-embedding table is the blank row plus `count` rows at the trained
     table's mean; every other weight shared, frozen."""
     if model.puzzle_emb is None:
         raise arc.ArcError("this checkpoint has no puzzle embeddings (puzzle_emb_ndim 0): nothing to fine-tune")
     cfg = model.config.model_copy(update={"num_puzzle_identifiers": count + 1})
-    new = TRM(cfg).to(model.y_init.device)
+    new = build_model(cfg).to(model.device)
     state = {k: v for k, v in model.state_dict().items() if k != "puzzle_emb.weight"}
     old = model.puzzle_emb.weight
     table = old.mean(0, keepdim=True).expand(count + 1, -1).clone()
@@ -91,7 +91,7 @@ def _examples(task: arc.ArcTask, augs: list[arc.Aug], translate: bool, rng: np.r
 
 
 def fine_tune(
-    model: TRM,
+    model: RecursiveModel,
     inputs: np.ndarray,
     labels: np.ndarray,
     ids: np.ndarray,
@@ -100,7 +100,7 @@ def fine_tune(
 ) -> float:
     """Train only the puzzle-embedding rows of `ids` (network frozen) with deep supervision; returns the
     mean token loss of the last 10 steps."""
-    device = model.y_init.device
+    device = model.device
     gen = torch.Generator().manual_seed(cfg.seed)
     data = {
         "inputs": torch.from_numpy(inputs.astype(np.int32)),
@@ -127,7 +127,7 @@ def fine_tune(
 
 
 def vote(
-    model: TRM,
+    model: RecursiveModel,
     task: arc.ArcTask,
     augs: list[arc.Aug],
     blank: bool = False,
@@ -155,12 +155,12 @@ def vote(
 
 
 def solve_new_task(
-    model: TRM,
+    model: RecursiveModel,
     task: arc.ArcTask,
     cfg: AdaptConfig | None = None,
     blank: bool = False,
     progress: Callable[[int, float], None] | None = None,
-) -> tuple[Attempts, Attempts | None, TRM]:
+) -> tuple[Attempts, Attempts | None, RecursiveModel]:
     """Fine-tune the new task's embeddings, then vote. Returns the learned-identity attempts, the
     blank-identity attempts (if asked) and the adapted model."""
     cfg = cfg or AdaptConfig()

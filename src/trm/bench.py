@@ -23,8 +23,9 @@ import torch
 from trm.config import ModelConfig, build_train_config
 from trm.inference.engine import Engine, InferenceConfig, Request
 from trm.inference.halting import DEFAULT_POLICY
+from trm.models import build_model
+from trm.models.base import cpu_has_native_bf16
 from trm.models.layers import round_up
-from trm.models.trm import TRM, cpu_has_native_bf16
 from trm.optim import AdamATan2, SignSGDEmbedding
 from trm.supervision import DeepSupervision, think
 
@@ -69,7 +70,7 @@ def trm_workload(
     cfg = build_train_config(preset, [*overrides, *([f"model.dtype={dtype}"] if dtype else [])])
     dev = torch.device(device)
     torch.manual_seed(0)
-    model = TRM(cfg.model).to(dev)
+    model = build_model(cfg.model).to(dev)
     sup = DeepSupervision(model, cfg.loss_type).train()
     if cfg.compile:
         sup.compile()  # as the trainer does

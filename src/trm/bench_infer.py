@@ -80,7 +80,7 @@ def run_case(
     batch_size: int,
 ) -> list[dict]:
     """One configuration over every puzzle: a record of its accuracy, compute and speed per selection."""
-    device = model.y_init.device
+    device = model.device
     n = len(inputs)
     checker = checker_for(task) if task is not None else None
     started = time.perf_counter()

@@ -35,7 +35,8 @@ from safetensors.torch import load_file
 
 from trm.config import ModelConfig
 from trm.errors import CheckpointError
-from trm.models.trm import TRM, WEIGHTS_NAME, check_fits, resolve_checkpoint
+from trm.models import RecursiveModel
+from trm.models.base import WEIGHTS_NAME, check_fits, resolve_checkpoint
 
 RENAMES = [
     (r"^embed_tokens\.embedding_weight$", "embed_tokens.weight"),
@@ -144,7 +145,7 @@ def convert_official(checkpoint: Path, out: Path, config_path: Path | None = Non
     except ValueError as err:
         raise CheckpointError(f"{config_path}: cannot express this config in trm ({err})") from None
 
-    model = TRM.from_state(config, weights, source=str(checkpoint))
+    model = RecursiveModel.from_state(config, weights, source=str(checkpoint))
     model.save_pretrained(out)
     return Path(out)
 
@@ -177,7 +178,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def warm_start(model: TRM, path: str | Path) -> list[str]:
+def warm_start(model: RecursiveModel, path: str | Path) -> list[str]:
     """Load a checkpoint's weights into `model` for continued training or fine-tuning (the optimizer starts
     fresh). Every weight must match in shape except the puzzle-embedding table: one of another size is reset
     to the mean of the loaded rows, as the official code does. Returns what it did, one line each."""

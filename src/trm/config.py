@@ -15,6 +15,15 @@ uses other names; this table is the one place where the mapping lives:
     pos_encoding           pos_encodings            "rope" | "learned" | "none"
     q_continue             not no_ACT_continue      HRM-style Q-continue head and target
     y_init, z_init         H_init, L_init           fixed, saved, untrained initial states
+
+    HRM (arch="hrm", sapientinc/HRM hrm_act_v1) in the same names:
+    y, z                   z_H, z_L                 high-level and low-level states
+    f_H, f_L               H_level, L_level         the two networks (f_L updates z, f_H updates y)
+    T, n                   H_cycles, L_cycles       high-level cycles, low-level steps per cycle
+    num_h_layers           H_layers                 blocks of f_H (num_layers is f_L's, L_layers)
+
+    Variants (official file -> trm switch): trm_singlez -> latent="single"; trm_hier6 -> latent="multi",
+    num_z=6; transformers_baseline (Model_ACTV2) -> arch="transformer", num_layers = H_layers.
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    arch: Literal["trm"] = "trm"
+    arch: Literal["trm", "hrm", "transformer"] = "trm"
     vocab_size: int = Field(11, gt=0)
     seq_len: int = Field(81, gt=0)
     num_puzzle_identifiers: int = Field(1, gt=0)
@@ -45,12 +54,19 @@ class ModelConfig(BaseModel):
     hidden_size: int = Field(512, gt=0)
     num_heads: int = Field(8, gt=0)
     expansion: float = Field(4.0, gt=0)
-    num_layers: int = Field(2, gt=0)
+    num_layers: int = Field(2, gt=0)  # TRM: the one network; HRM: f_L; transformer: the whole stack
+    num_h_layers: int | None = Field(None, gt=0)  # HRM only: f_H's blocks (default: num_layers)
     T: int = Field(3, ge=1)
     n: int = Field(6, ge=1)
     N_sup: int = Field(16, ge=1)
     halt_exploration_prob: float = Field(0.1, ge=0.0, le=1.0)
     q_continue: bool = False
+
+    # Ablations of TRM (arch="trm" only); the defaults are the paper's model.
+    latent: Literal["yz", "single", "multi"] = "yz"  # answer y + latent z | one latent | y + num_z latents
+    num_z: int | None = Field(None, gt=1)  # latent="multi": how many z tensors (official trm_hier6: 6)
+    gradient: Literal["last_block", "one_step"] = "last_block"  # through the last block | its last 2 updates
+    conv_kernel: int = Field(0, ge=0)  # > 0: ConvSwiGLU (URM) with this depthwise kernel; any arch
 
     mixer: Literal["attention", "mlp"] = "attention"
     pos_encoding: Literal["rope", "learned", "none"] = "rope"
@@ -64,13 +80,30 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
-        if self.mixer == "attention" and self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.mixer == "attention" and self.num_heads > self.hidden_size:
+            raise ValueError(f"num_heads {self.num_heads} is more than hidden_size {self.hidden_size}")
         if self.pos_encoding == "rope" and self.mixer == "attention" and (self.hidden_size // self.num_heads) % 2:
             raise ValueError("rope needs an even head dimension")
+        if self.arch != "trm":
+            for name, default in (("latent", "yz"), ("gradient", "last_block")):
+                if getattr(self, name) != default:
+                    raise ValueError(
+                        f"{name}={getattr(self, name)} is a TRM ablation; arch {self.arch} has no such switch"
+                    )
+        if self.num_z is not None and self.latent != "multi":
+            raise ValueError("num_z applies only to latent=multi")
+        if self.latent == "multi" and self.n > self.z_count:
+            raise ValueError(f"latent=multi updates one z per step: n={self.n} needs num_z >= n (got {self.z_count})")
+        if self.num_h_layers is not None and self.arch != "hrm":
+            raise ValueError(f"num_h_layers is HRM's f_H depth; arch {self.arch} has one network (use num_layers)")
         if self.puzzle_emb_len and self.puzzle_emb_ndim > self.puzzle_emb_len * self.hidden_size:
             raise ValueError("puzzle_emb_ndim does not fit in puzzle_emb_len * hidden_size")
         return self
+
+    @property
+    def z_count(self) -> int:
+        """Latent z tensors the state carries (latent="multi": num_z, default 6 as the official trm_hier6)."""
+        return (self.num_z or 6) if self.latent == "multi" else 1
 
     @property
     def prefix_len(self) -> int:

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from trm.errors import ConfigError
-from trm.models.trm import pick_device
+from trm.models.base import pick_device
 
 
 @dataclass(frozen=True)

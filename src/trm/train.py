@@ -39,7 +39,8 @@ from trm.distributed import Dist
 from trm.errors import CheckpointError, ConfigError
 from trm.evaluate import evaluate
 from trm.inference.engine import InferenceConfig
-from trm.models.trm import TRM, pick_device
+from trm.models import build_model
+from trm.models.base import pick_device
 from trm.optim import EMA, AdamATan2, SignSGDEmbedding, cosine_scale
 from trm.supervision import Carry, DeepSupervision, exploration_min_steps
 from trm.tasks import TASK_FILE
@@ -115,7 +116,7 @@ class Trainer:
         if self.train_ds.num_examples < B:
             self.say(f"note: global_batch_size {B} > {self.train_ds.num_examples} examples")
         self.model_cfg = fit_model_config(cfg.model, self.train_ds)
-        self.model = TRM(self.model_cfg)
+        self.model = build_model(self.model_cfg)
         if cfg.init_from:
             for line in warm_start(self.model, cfg.init_from):
                 self.say(line)

@@ -10,11 +10,12 @@ import torch
 import yaml
 
 from trm.commands.build import data
+from trm.commands.comparison import compare
 from trm.commands.infer import eval, solve  # noqa: A004 - the command's name
 from trm.errors import CheckpointError, ConfigError
-from trm.models.trm import load_checkpoint
+from trm.models import load_checkpoint
 
-__all__ = ["bench", "convert", "data", "demo", "eval", "info", "solve", "train"]
+__all__ = ["bench", "compare", "convert", "data", "demo", "eval", "info", "solve", "train"]
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -67,7 +68,7 @@ def bench(args: argparse.Namespace) -> int:
     from trm import bench as timing
     from trm.config import build_train_config
     from trm.data import write_json
-    from trm.models.trm import pick_device
+    from trm.models.base import pick_device
 
     for preset in presets:
         build_train_config(preset, args.overrides)  # every preset and override checked before any timing
@@ -111,7 +112,7 @@ def _bench_infer(args: argparse.Namespace) -> int:
 
     from trm.bench_infer import bench_inference, default_suite, markdown, plot
     from trm.data import write_json
-    from trm.models.trm import pick_device
+    from trm.models.base import pick_device
     from trm.tasks import task_for
 
     ckpt_path, data = args.infer
@@ -167,7 +168,7 @@ def _bench_infer(args: argparse.Namespace) -> int:
 
 def info(args: argparse.Namespace) -> int:
     from trm.config import build_train_config, list_presets
-    from trm.models.trm import TRM
+    from trm.models import build_model
 
     if args.presets or not args.target:
         print("presets: " + ", ".join(list_presets()))
@@ -179,7 +180,7 @@ def info(args: argparse.Namespace) -> int:
         print(yaml.safe_dump({"model": model.config.model_dump()}, sort_keys=False), end="")
     else:
         cfg = build_train_config(args.target)
-        model = TRM(cfg.model)
+        model = build_model(cfg.model)
         print(yaml.safe_dump(cfg.model_dump(), sort_keys=False), end="")
     print(f"trainable parameters: {model.num_parameters():,}")
     return 0

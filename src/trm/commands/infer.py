@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from trm.errors import CheckpointError, ConfigError, TRMError
-from trm.models.trm import load_checkpoint
+from trm.models import load_checkpoint
 
 
 def inference_config(args: argparse.Namespace, **extra):
@@ -152,7 +152,7 @@ def solve(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from trm.inference import policy_for, solve_puzzles
-    from trm.models.trm import pick_device
+    from trm.models.base import pick_device
     from trm.tasks import task_for
 
     device = pick_device(args.device)

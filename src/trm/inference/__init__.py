@@ -99,7 +99,7 @@ class Solver:
     def load(cls, checkpoint: str | Path, device: str = "auto", **options) -> Solver:
         """A checkpoint directory (or run directory: its newest checkpoint); `options` are InferenceConfig
         fields (policy="adaptive", max_steps=32, samples=8, noise=0.2, select="vote", ...)."""
-        from trm.models.trm import load_checkpoint, pick_device
+        from trm.models.base import load_checkpoint, pick_device
         from trm.tasks import task_for
 
         model, path = load_checkpoint(Path(checkpoint), pick_device(device))

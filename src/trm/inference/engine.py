@@ -135,7 +135,7 @@ class Engine:
     """`submit` puzzles, call `step` until `idle` (each call is one supervision step of the whole pool and
     returns the puzzles it finished), or iterate `run(requests)`. The model is any module with TRM's step
     interface: `initial_state(b)`, `forward(y, z, inputs, ids) -> (y, z, logits, q_halt, q_continue)`, a
-    `y_init` buffer (its device is the engine's) and `config.N_sup`."""
+    `device` (the engine's) and `config.N_sup`."""
 
     def __init__(self, model: nn.Module, config: InferenceConfig | None = None, checker: Checker | None = None):
         self.model, self.cfg, self.checker = model, config or InferenceConfig(), checker
@@ -144,7 +144,7 @@ class Engine:
             what = f"halting policy {self.policy.name}" if self.policy.needs_checker else "--select valid"
             raise ConfigError(f"{what} needs a task whose answers can be checked without the solution")
         self.max_steps = self.cfg.max_steps or model.config.N_sup
-        self.device = model.y_init.device
+        self.device = model.device
         self.queue: deque[tuple[int, int]] = deque()  # (puzzle index, trajectory) rows waiting
         self.pending: dict[int, _Pending] = {}
         self.submitted = 0

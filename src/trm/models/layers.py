@@ -70,17 +70,32 @@ def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 class SwiGLU(nn.Module):
-    """SwiGLU MLP; the hidden width is round(2/3 * expansion * dim) rounded up to a multiple of 256 (official)."""
+    """SwiGLU MLP; the hidden width is round(2/3 * expansion * dim) rounded up to a multiple of 256 (official).
 
-    def __init__(self, dim: int, expansion: float):
+    `conv_kernel` > 0 makes it the Universal Reasoning Model's ConvSwiGLU (arXiv 2512.14693): a depthwise
+    convolution of that width along the sequence on the gated activations, so neighbouring cells mix inside
+    the MLP. It looks back only (left padding), as in URM; input [B, S, dim].
+    """
+
+    def __init__(self, dim: int, expansion: float, conv_kernel: int = 0):
         super().__init__()
         inter = round_up(round(expansion * dim * 2 / 3), 256)
         self.gate_up = Linear(dim, 2 * inter)
         self.down = Linear(inter, dim)
+        self.conv = (
+            nn.Parameter(trunc_normal_(torch.empty(inter, 1, conv_kernel), std=conv_kernel**-0.5))
+            if conv_kernel
+            else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * up)
+        h = F.silu(gate) * up
+        if self.conv is not None:
+            k = self.conv.shape[-1]
+            t = F.pad(h.transpose(1, 2), (k - 1, 0))
+            h = F.conv1d(t, self.conv.to(h.dtype), groups=self.conv.shape[0]).transpose(1, 2)
+        return self.down(h)
 
 
 class Rotary(nn.Module):
@@ -109,13 +124,16 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class Attention(nn.Module):
-    """Non-causal multi-head self-attention with a fused qkv projection and no padding mask (official)."""
+    """Non-causal multi-head self-attention with a fused qkv projection and no padding mask (official).
+    head_dim = dim // num_heads, so with heads that do not divide dim (the official transformer baseline's
+    12 heads at 512) the attention width is num_heads * head_dim < dim, as in the official code."""
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
         self.num_heads, self.head_dim = num_heads, dim // num_heads
-        self.qkv = Linear(dim, 3 * dim)
-        self.out = Linear(dim, dim)
+        width = num_heads * self.head_dim
+        self.qkv = Linear(dim, 3 * width)
+        self.out = Linear(width, dim)
 
     def forward(self, h: torch.Tensor, rotary: Rotary | None) -> torch.Tensor:
         b, s, _ = h.shape
@@ -136,14 +154,16 @@ class Block(nn.Module):
     the tensor is transposed; we keep that behaviour so official checkpoints give the same outputs.
     """
 
-    def __init__(self, dim: int, num_heads: int, expansion: float, mixer: str, seq_len: int, eps: float):
+    def __init__(
+        self, dim: int, num_heads: int, expansion: float, mixer: str, seq_len: int, eps: float, conv_kernel: int = 0
+    ):
         super().__init__()
         self.eps = eps
         if mixer == "attention":
             self.attn, self.token_mlp = Attention(dim, num_heads), None
         else:
             self.attn, self.token_mlp = None, SwiGLU(seq_len, expansion)
-        self.mlp = SwiGLU(dim, expansion)
+        self.mlp = SwiGLU(dim, expansion, conv_kernel)
 
     def forward(self, h: torch.Tensor, rotary: Rotary | None) -> torch.Tensor:
         if self.attn is not None:
