@@ -117,7 +117,7 @@ def test_warm_start_from_an_official_checkpoint_resets_a_puzzle_table_of_another
     cfg = build_train_config("sudoku4-tiny", overrides)
     t = Trainer(cfg, tmp_path / "run", progress=False)
     out = capsys.readouterr().out + capsys.readouterr().err
-    ref = read_weights(convert_official(official, tmp_path / "converted"))
+    ref = read_weights(convert_official(official, tmp_path / "converted")[0])
     assert t.model.puzzle_emb.weight.shape[0] != ref["puzzle_emb.weight"].shape[0]
     expected_row = ref["puzzle_emb.weight"].mean(0)
     torch.testing.assert_close(t.model.puzzle_emb.weight, expected_row.expand_as(t.model.puzzle_emb.weight))

@@ -116,6 +116,38 @@ def _add_inference(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of the noisy trajectories (and of ARC fine-tuning)")
 
 
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="train several presets on the same data, budget and seeds; a table (Markdown, CSV) and a plot",
+        description="Each --run trains once per seed into OUT/LABEL/seedS, one run at a time; a rerun reuses "
+        "finished runs and resumes interrupted ones. Overrides apply in order: the run's own, --set, then the "
+        "seed and the budget flags.",
+    )
+    p.add_argument(
+        "--run",
+        action="append",
+        nargs="+",
+        required=True,
+        metavar=("LABEL PRESET", "key=value"),
+        help="one line of the comparison (repeat it): a label (a safe directory name), a preset and its overrides",
+    )
+    p.add_argument(
+        "--set",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="key=value",
+        help="overrides for every run, e.g. data=DIR eval_data=DIR",
+    )
+    p.add_argument("--seeds", type=int, default=2, help="seeds 0..N-1 for every run (default 2)")
+    p.add_argument("--max-steps", type=int, metavar="N", help="optimizer steps per run (the budget)")
+    p.add_argument("--max-time", metavar="T", help="wall-clock budget per run: 600, 90s, 10m, 1h30m")
+    p.add_argument("--eval-interval", type=int, metavar="K", help="epochs between held-out evaluations (the curve)")
+    p.add_argument("--out", type=Path, required=True, help="where the runs, compare.md/.csv and compare.png go")
+    p.add_argument("--no-progress", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trm", description="Tiny Recursive Models: train, evaluate and solve puzzles."
@@ -184,11 +216,20 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--blank", action="store_true", help="also vote with the blank identifier (no task identity)")
     sa.add_argument("--show-dir", type=Path, help="save input / attempts / answer PNGs here")
 
-    c = sub.add_parser("convert", help="convert an official TRM checkpoint into a trm checkpoint directory")
+    c = sub.add_parser(
+        "convert", help="convert an official TRM, HRM or baseline checkpoint into a trm checkpoint directory"
+    )
     c.add_argument("official", type=Path, help="official checkpoint file (all_config.yaml beside it)")
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--config", type=Path, help="all_config.yaml, if not beside the checkpoint")
     c.add_argument("--seq-len", type=int, help="sequence length, when the checkpoint does not show it")
+    c.add_argument(
+        "--fit-data",
+        type=Path,
+        metavar="DIR",
+        help="a data set to fit: a puzzle-embedding table of another size is resized to its puzzle count, "
+        "every row at the mean of the official rows",
+    )
 
     b = sub.add_parser(
         "bench",
@@ -221,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--md", type=Path, metavar="FILE", help="write the Markdown table")
     bi.add_argument("--plot", type=Path, metavar="FILE.png", help="plot accuracy against compute (needs matplotlib)")
     bi.add_argument("--device", default="auto")
+
+    _add_compare(sub)
 
     i = sub.add_parser("info", help="print a preset's or checkpoint's config and parameter count")
     i.add_argument("target", nargs="?", help="preset name or checkpoint directory")

@@ -50,8 +50,18 @@ def train(args: argparse.Namespace) -> int:
 
 def convert(args: argparse.Namespace) -> int:
     from trm.checkpoint import convert_official
+    from trm.data import load_split
 
-    out = convert_official(args.official, args.out, config_path=args.config, seq_len=args.seq_len)
+    count = None
+    if args.fit_data:
+        split = "train" if (args.fit_data / "train").is_dir() else "test"
+        meta = load_split(args.fit_data, split).metadata
+        count, args.seq_len = meta.num_puzzle_identifiers, args.seq_len or meta.seq_len
+    out, notes = convert_official(
+        args.official, args.out, config_path=args.config, seq_len=args.seq_len, num_puzzle_identifiers=count
+    )
+    for line in notes:
+        print(line)
     print(f"converted checkpoint written to {out}")
     return 0
 
