@@ -11,11 +11,23 @@ from torch.utils.flop_counter import FlopCounterMode
 from trm.bench import markdown, step_flops, summary
 from trm.cli import main
 from trm.config import build_train_config
-from trm.models.trm import TRM
+from trm.models import build_model
 from trm.supervision import DeepSupervision, think
 
+ATT = ["mixer=attention", "pos_encoding=rope"]
 
-@pytest.mark.parametrize("overrides", [["mixer=mlp"], ["mixer=attention", "pos_encoding=rope"]])
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["mixer=mlp"],
+        ATT,
+        ["gradient=one_step", "n=3"],
+        ["arch=hrm", "num_layers=2", "num_h_layers=1", "q_continue=true", *ATT],
+        ["arch=transformer", "num_layers=3", "num_heads=3", *ATT],  # head_dim 10: attention narrower than D
+    ],
+    ids=["trm-mlp", "trm-att", "one-step", "hrm", "transformer"],
+)
 def test_flop_count_matches_torchs_own_counter(overrides, monkeypatch):
     """step_flops counts by hand what torch's FlopCounterMode counts on the real forward (and backward)."""
 
@@ -24,7 +36,7 @@ def test_flop_count_matches_torchs_own_counter(overrides, monkeypatch):
 
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", sdpa_as_matmuls)
     cfg = build_train_config("sudoku4-tiny", ["model.dtype=float32", *overrides]).model
-    model = TRM(cfg)
+    model = build_model(cfg)
     batch = {
         "inputs": torch.randint(1, 11, (3, cfg.seq_len)),
         "labels": torch.randint(2, 11, (3, cfg.seq_len)),
@@ -40,8 +52,9 @@ def test_flop_count_matches_torchs_own_counter(overrides, monkeypatch):
         losses.total.backward()
     counted_train = counter.get_total_flops()
     q_head = 2 * 3 * cfg.hidden_size * 2  # the halting head's tiny matmul is left out of the hand count
+    q_heads_train = 3 + cfg.q_continue  # forward + backward, and the Q-target forward
     assert step_flops(cfg, 3, "infer") == pytest.approx(counted_infer - cfg.N_sup * q_head, rel=1e-9)
-    assert step_flops(cfg, 3, "train") == pytest.approx(counted_train - 3 * q_head, rel=1e-9)
+    assert step_flops(cfg, 3, "train") == pytest.approx(counted_train - q_heads_train * q_head, rel=1e-9)
 
 
 def test_bench_writes_records_and_a_table(tmp_path, capsys):

@@ -137,6 +137,20 @@ def test_wrong_class_and_mismatched_config_are_one_line_errors(tmp_path, capsys)
     assert not (tmp_path / "o").exists()
 
 
+def test_an_hrm_checkpoint_of_the_wrong_shape_is_one_error_line(tmp_path, capsys):
+    """A config that disagrees with the weights (three f_H blocks claimed, two stored; another width)."""
+    src = FIXTURES / "official_hrm_tiny_learned"
+    for field, value in (("H_layers: 2", "H_layers: 3"), ("hidden_size: 32", "hidden_size: 64")):
+        bad = tmp_path / field.split(":")[0]
+        bad.mkdir()
+        (bad / "step_10").write_bytes((src / "step_10").read_bytes())
+        (bad / "all_config.yaml").write_text((src / "all_config.yaml").read_text().replace(field, value))
+        assert main(["convert", str(bad / "step_10"), "--out", str(bad / "out")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("trm: error:") and "step_10" in err[0], err
+        assert not (bad / "out").exists()
+
+
 def test_convert_cli_and_bad_inputs(tmp_path, capsys):
     src = FIXTURES / "official_tiny_mlp"
     assert main(["convert", str(src / "step_10"), "--out", str(tmp_path / "ok")]) == 0

@@ -1,5 +1,5 @@
 """`trm compare` on tiny 4x4 Sudoku: the table's numbers against the runs and hand computations, reuse and
-resume of finished runs, bad input before anything trains; the t quantiles against printed tables."""
+resume of finished runs, bad input before anything trains; the t critical values against printed tables."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from trm import compare as cmp
+from trm import compare_report as rep
 from trm.cli import main
 from trm.config import build_train_config
 from trm.errors import ConfigError, TRMError
@@ -19,27 +20,27 @@ from trm.models import load_checkpoint
 
 # -- statistics --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("df", "t"), [(1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (9, 2.262), (30, 2.042), (10**6, 1.960)]
+    ("df", "t"), [(1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (9, 2.262), (29, 2.045), (30, 2.042)]
 )
-def test_t_quantile_matches_tables(df, t):
-    assert cmp.t_quantile(0.975, df) == pytest.approx(t, abs=6e-4)
-    assert cmp.t_quantile(0.025, df) == pytest.approx(-t, abs=6e-4)
+def test_t_critical95_is_the_printed_table(df, t):
+    assert rep.t_critical95(df) == t
 
 
-def test_t_cdf_known_values():
-    assert cmp.t_cdf(0.0, 5) == pytest.approx(0.5)
-    assert cmp.t_cdf(1.0, 1) == pytest.approx(0.75)  # Cauchy: 1/2 + atan(1)/pi
-    assert cmp.t_cdf(-1.0, 1) == pytest.approx(0.25)
-    assert cmp.t_quantile(0.95, 5) == pytest.approx(2.015, abs=6e-4)
+@pytest.mark.parametrize(("df", "t"), [(31, 2.0395), (40, 2.0211), (60, 2.0003), (120, 1.9799), (10**6, 1.9600)])
+def test_t_critical95_beyond_the_table(df, t):
+    assert rep.t_critical95(df) == pytest.approx(t, abs=1e-4)  # exact values to 4 places
+    assert rep.t_critical95(df) < rep.t_critical95(df - 1)
+    with pytest.raises(ValueError):
+        rep.t_critical95(0)
 
 
 def test_mean_ci_by_hand():
-    mean, half = cmp.mean_ci([0.2, 0.4])
+    mean, half = rep.mean_ci([0.2, 0.4])
     assert mean == pytest.approx(0.3)
     assert half == pytest.approx(12.706 * math.sqrt(0.02) / math.sqrt(2), abs=1e-4)  # sd 0.1414
-    mean, half = cmp.mean_ci([0.5, 0.6, 0.7])
+    mean, half = rep.mean_ci([0.5, 0.6, 0.7])
     assert half == pytest.approx(4.303 * 0.1 / math.sqrt(3), abs=1e-4)
-    assert cmp.mean_ci([0.42]) == (0.42, None)
+    assert rep.mean_ci([0.42]) == (0.42, None)
 
 
 # -- arguments ---------------------------------------------------------------------------------------------
@@ -147,7 +148,7 @@ def test_rerun_reuses_and_resumes(compared, data4, capsys):
     row = read_csv(compared / "compare.csv")[0]
     assert float(row["exact_accuracy_mean"]) == pytest.approx((0.5 + a1) / 2)
     assert float(row["exact_accuracy_ci95"]) == pytest.approx(12.706 * abs(0.5 - a1) / 2, abs=1e-4)
-    assert f"| {50 * (0.5 + a1):.1f} ± {100 * cmp.mean_ci([0.5, a1])[1]:.1f} |" in out  # the printed table
+    assert f"| {50 * (0.5 + a1):.1f} ± {100 * rep.mean_ci([0.5, a1])[1]:.1f} |" in out  # the printed table
     (a0 / "result.json").write_text(json.dumps(result))
 
 

@@ -9,6 +9,7 @@ import torch
 
 from trm.config import ModelConfig, build_train_config
 from trm.errors import CheckpointError
+from trm.models import build_model
 from trm.models.layers import SwiGLU, apply_rotary, rms_norm, trunc_normal_
 from trm.models.trm import TRM
 
@@ -45,10 +46,22 @@ def batch(b: int = 3, seq_len: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
         ("arc2", [], 6_829_058),
         ("arc1", ["vocab_size=6"], 6_822_914),
         ("maze-hard", [], 6_822_914),
+        ("hrm-sudoku", [], 27_275_266),  # also the num_params of a public HRM run (sapientinc/HRM#12)
+        ("hrm-maze", [], 27_270_146),
+        ("hrm-arc", [], 27_276_290),
+        ("transformer-baseline-sudoku", [], 27_144_194),
+        ("transformer-baseline-sudoku", ["vocab_size=12"], 27_145_218),
+        ("direct-sudoku", [], 27_275_266),  # 8 blocks of HRM's width: HRM's size, as in the HRM paper
+        ("sudoku-mlp", ["latent=single"], 5_028_866),
+        ("sudoku-mlp", ["latent=multi"], 5_028_866),
     ],
 )
 def test_paper_parameter_counts(preset, overrides, expected):
-    assert TRM(build_train_config(preset, overrides).model).num_parameters() == expected
+    """The official counts (reference notes section 1.2, and the official code run on the meta device by
+    tests/fixtures/make_official_fixtures.py --count-params)."""
+    with torch.device("meta"):
+        model = build_model(build_train_config(preset, overrides).model)
+    assert model.num_parameters() == expected
 
 
 def test_swiglu_width_rounds_to_256():

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from trm.config import ModelConfig, build_train_config
+from trm.errors import ConfigError
 from trm.inference.engine import Engine, InferenceConfig, Request
 from trm.inference.halting import DEFAULT_POLICY
 from trm.models import build_model
@@ -153,9 +154,10 @@ def official_workload(
     return Workload("official", {"train": train_step, "infer-fixed": infer_fixed})
 
 
-def network_flops(cfg: ModelConfig, batch_size: int) -> float:
-    """Matmul FLOPs of one application of the network to B rows (2 per multiply-add): the per-token
-    projections, the MLP across positions or attention's scores and weighted sums."""
+def block_flops(cfg: ModelConfig, batch_size: int) -> float:
+    """Matmul FLOPs of one block applied to B rows (2 per multiply-add): the per-token projections, the MLP
+    across positions or attention's scores and weighted sums (attention width num_heads * head_dim). A
+    ConvSwiGLU's depthwise convolution (a few FLOPs per activation) is left out."""
     L, D = cfg.total_len, cfg.hidden_size
     inner = round_up(round(cfg.expansion * D * 2 / 3), 256)  # SwiGLU width, as the layer computes it
     per_layer = 2 * L * (3 * D * inner)  # the channel MLP: gate, up, down
@@ -163,19 +165,24 @@ def network_flops(cfg: ModelConfig, batch_size: int) -> float:
         t_inner = round_up(round(cfg.expansion * L * 2 / 3), 256)
         per_layer += 2 * D * (3 * L * t_inner)
     else:
-        per_layer += 2 * L * 4 * D * D + 2 * 2 * L * L * D  # qkv + out projections, scores and weighted sum
-    return batch_size * cfg.num_layers * per_layer
+        W = cfg.num_heads * (D // cfg.num_heads)
+        per_layer += 2 * L * 4 * D * W + 2 * 2 * L * L * W  # qkv + out projections, scores and weighted sum
+    return batch_size * per_layer
 
 
 def step_flops(cfg: ModelConfig, batch_size: int, mode: str) -> float:
-    """FLOPs of one measured call: a training step (T - 1 blocks forward only, the last forward and backward
-    = 3x, plus the output head) or N_sup supervision steps of inference."""
-    app = network_flops(cfg, batch_size)
+    """FLOPs of one measured call: a training step (the blocks off the gradient path forward only, those on
+    it forward and backward = 3x, plus the output head, plus with q_continue the extra forward for the
+    Q-learning target) or N_sup supervision steps of inference. The block
+    counts are the model's own (built on the meta device: no memory, no time)."""
+    with torch.device("meta"):
+        model = build_model(cfg)
+    blk, total, grad = block_flops(cfg, batch_size), model.blocks_per_step, model.grad_blocks_per_step
     head = 2 * batch_size * cfg.total_len * cfg.hidden_size * cfg.vocab_size  # applied before the prefix is cut
-    block = cfg.n + 1
     if mode == "train":
-        return (cfg.T - 1) * block * app + 3 * (block * app + head)
-    return cfg.N_sup * (cfg.T * block * app + head)
+        bootstrap = total * blk + head if cfg.q_continue and cfg.N_sup > 1 else 0  # the Q-target forward (HRM)
+        return (total - grad) * blk + 3 * (grad * blk + head) + bootstrap
+    return cfg.N_sup * (total * blk + head)
 
 
 def matmul_ceiling(dtype: str, device: str = "cpu", n: int = 2048, repeats: int = 5) -> float:
@@ -219,6 +226,11 @@ def run(
     ns = None
     if reference:
         from trm.reference import load_official
+
+        for preset in presets:
+            arch = build_train_config(preset, list(overrides)).model.arch
+            if arch != "trm":
+                raise ConfigError(f"--reference times the official TRM code; preset {preset} is arch {arch}")
 
         ns = load_official(reference)
     ceilings = {dt: matmul_ceiling(dt, device) for dt in dtypes}

@@ -34,6 +34,10 @@ class HRM(RecursiveModel):
         cfg = self.config
         return self.T * (self.n * cfg.num_layers + (cfg.num_h_layers or cfg.num_layers))
 
+    @property
+    def grad_blocks_per_step(self) -> int:
+        return self.config.num_layers + (self.config.num_h_layers or self.config.num_layers)
+
     def initial_state(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._broadcast(self.y_init, batch_size), self._broadcast(self.z_init, batch_size)
 

@@ -27,6 +27,10 @@ class Transformer(RecursiveModel):
     def blocks_per_step(self) -> int:
         return self.config.num_layers
 
+    @property
+    def grad_blocks_per_step(self) -> int:
+        return self.config.num_layers
+
     def initial_state(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._broadcast(self.y_init, batch_size), self._empty(batch_size)
 

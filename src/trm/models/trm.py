@@ -42,6 +42,11 @@ class TRM(RecursiveModel):
     def blocks_per_step(self) -> int:
         return self.T * (self.n + 1) * self.config.num_layers
 
+    @property
+    def grad_blocks_per_step(self) -> int:
+        updates = min(2, self.n + 1) if self.config.gradient == "one_step" else self.n + 1
+        return updates * self.config.num_layers
+
     def initial_state(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
         if cfg.latent == "single":
