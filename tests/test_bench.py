@@ -98,3 +98,11 @@ def test_bad_bench_options_are_one_line(extra, message, capsys):
     assert main(["bench", "sudoku4-tiny", *extra, "--batch", "2", "--repeats", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_reference_refuses_what_the_official_model_cannot_run(capsys):
+    """The official side is plain TRM: an HRM preset or a TRM ablation would not be like for like."""
+    for argv in (["hrm-sudoku"], ["sudoku4-tiny", "latent=single"], ["sudoku4-tiny", "conv_kernel=2"]):
+        assert main(["bench", *argv, "--reference", "/nonexistent", "--batch", "2"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "official" in err[0], err

@@ -14,18 +14,18 @@ from trm.config import ModelConfig
 from trm.errors import ConfigError
 from trm.inference import Engine, InferenceConfig, Request, Solver, parse_policy
 from trm.inference.halting import DEFAULT_POLICY, StepView
-from trm.models import TRM, StepOutput
+from trm.models import RecursiveModel, StepOutput, build_model
 from trm.supervision import think
 from trm.tasks.sudoku import SudokuTask
 
 
-def tiny_trm(**kw) -> TRM:
+def tiny_trm(**kw) -> RecursiveModel:
     base = dict(
         vocab_size=11, seq_len=16, hidden_size=32, num_heads=2, num_layers=1, T=2, n=1, N_sup=4, puzzle_emb_ndim=0
     )
     base.update(kw)
     torch.manual_seed(0)
-    return TRM(ModelConfig(**base)).eval()
+    return build_model(ModelConfig(**base)).eval()
 
 
 def random_inputs(n: int, seed: int = 0) -> np.ndarray:
@@ -311,3 +311,14 @@ def test_solver_on_a_saved_checkpoint(tmp_path):
     assert s.valid == SudokuTask(4).is_solution(s.answer, s.puzzle)
     with pytest.raises(ConfigError):
         Solver.load(tmp_path, device="cpu", samples=0)
+
+
+@pytest.mark.parametrize("overrides", [{"latent": "single"}, {"arch": "transformer", "num_layers": 2}])
+def test_step_noise_reaches_models_without_a_latent_z(overrides):
+    """A single-latent TRM and the transformer carry no z ([B, 0, D]): step noise goes on y, so the sampled
+    trajectories differ from the clean one."""
+    model = tiny_trm(**overrides, N_sup=3)
+    cfg = InferenceConfig(samples=2, noise=1.0, noise_mode="step", seed=0, keep_logits=True)
+    (answer,) = Engine(model, cfg).run([Request(random_inputs(1, seed=2)[0])])
+    clean, noisy = (t.logits for t in sorted(answer.trajectories, key=lambda t: t.sample))
+    assert not torch.allclose(clean, noisy)

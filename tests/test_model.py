@@ -226,3 +226,23 @@ def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
         trm_module.cpu_has_native_bf16.cache_clear()
         assert trm_module.cpu_has_native_bf16() is expected
     trm_module.cpu_has_native_bf16.cache_clear()
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_conv_swiglu_is_urms_formula(k):
+    """ConvSwiGLU (URM): silu(gate) * up, a depthwise convolution along the sequence (bias, k // 2 padding on
+    both sides, the first S outputs), SiLU, then the down projection; here spelled out position by position."""
+    torch.manual_seed(0)
+    mlp = SwiGLU(8, 4, conv_kernel=k)
+    x = torch.randn(2, 5, 8)
+    gate, up = mlp.gate_up(x).chunk(2, dim=-1)
+    h = torch.nn.functional.silu(gate) * up
+    w, b = mlp.conv.weight[:, 0, :], mlp.conv.bias
+    mixed = torch.zeros_like(h)
+    for t in range(5):
+        for j in range(k):
+            src = t + j - k // 2
+            if 0 <= src < 5:
+                mixed[:, t] += h[:, src] * w[:, j]
+    expected = mlp.down(torch.nn.functional.silu(mixed + b))
+    torch.testing.assert_close(mlp(x), expected)

@@ -228,9 +228,13 @@ def run(
         from trm.reference import load_official
 
         for preset in presets:
-            arch = build_train_config(preset, list(overrides)).model.arch
-            if arch != "trm":
-                raise ConfigError(f"--reference times the official TRM code; preset {preset} is arch {arch}")
+            m = build_train_config(preset, list(overrides)).model
+            if m.arch != "trm":
+                raise ConfigError(f"--reference times the official TRM code; preset {preset} is arch {m.arch}")
+            defaults = {"latent": "yz", "gradient": "last_block", "conv_kernel": 0}
+            changed = [f"{k}={getattr(m, k)}" for k, d in defaults.items() if getattr(m, k) != d]
+            if changed:
+                raise ConfigError(f"--reference times the official TRM model, which has no {', '.join(changed)}")
 
         ns = load_official(reference)
     ceilings = {dt: matmul_ceiling(dt, device) for dt in dtypes}

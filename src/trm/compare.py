@@ -193,19 +193,6 @@ def status(p: Planned) -> str:
     return "resume" if (p.run_dir / STATE_NAME).is_file() else "train"
 
 
-def blocks_per_step(model: Any) -> int:
-    """Network block applications in one supervision step of one puzzle: the model's own count; for a model
-    without one, TRM's T * (n + 1) * num_layers from its config."""
-    try:
-        value = model.blocks_per_step
-    except (AttributeError, NotImplementedError):
-        value = None
-    if value is None:
-        c = model.config
-        value = c.T * (c.n + 1) * c.num_layers
-    return int(value)
-
-
 def eval_curve(run_dir: Path) -> list[dict[str, float]]:
     """The run's held-out evaluations in step order (the last one is the final evaluation)."""
     path = run_dir / "metrics.jsonl"
@@ -237,7 +224,7 @@ def collect_result(p: Planned) -> dict[str, Any]:
     model, ckpt = load_checkpoint(p.run_dir, "cpu")
     params = model.num_parameters()
     table = model.puzzle_emb.weight.numel() if getattr(model, "puzzle_emb", None) is not None else 0
-    per_step = blocks_per_step(model)
+    per_step = model.train_blocks_per_step
     batch = p.cfg.global_batch_size
     return {
         "label": p.spec.label,

@@ -134,9 +134,10 @@ CAPTION = (
     "seeds - 1 degrees of freedom; none with one seed). steps: optimizer steps. wall: seconds of the run up to "
     "its final evaluation (earlier evaluations and checkpoints included), mean over seeds. training block "
     "applications: steps × global_batch_size × blocks_per_step, the forward applications of the network's "
-    "blocks during training, where blocks_per_step is the block applications in one supervision step of one "
-    "puzzle (TRM: T·(n+1)·num_layers, the no-grad recursions included; a depth curriculum is counted at full "
-    "depth; evaluation not counted), mean over seeds."
+    "blocks during training, where blocks_per_step is the block applications in one training supervision step "
+    "of one puzzle (TRM: T·(n+1)·num_layers, the no-grad recursions included; with Q-learning halting, HRM, "
+    "twice its step: the trainer runs a second no-grad step for the bootstrapped target; a depth curriculum is "
+    "counted at full depth; evaluation not counted), mean over seeds."
 )
 
 

@@ -281,9 +281,11 @@ class Engine:
         if self._meta and self.cfg.noise_mode in ("step", "both"):
             noisy = [i for i, m in enumerate(self._meta) if m["gen"] is not None]
             if noisy:
-                z = self._rows["z"].clone()
-                z[noisy] += self._noise([self._meta[i]["gen"] for i in noisy], z)
-                self._rows["z"] = z
+                # the latent state; a model that carries none (single latent, transformer) gets it on y
+                key = "z" if self._rows["z"].numel() else "y"
+                state = self._rows[key].clone()
+                state[noisy] += self._noise([self._meta[i]["gen"] for i in noisy], state)
+                self._rows[key] = state
         return finished
 
     def _emit(self, rows: list[int], preds: torch.Tensor, steps: torch.Tensor, out: Any) -> list[Answer]:

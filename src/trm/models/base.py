@@ -24,6 +24,7 @@ from torch import nn
 
 from trm.config import ModelConfig, model_config_from_json
 from trm.errors import CheckpointError, ConfigError
+from trm.integrity import verify_checksums
 from trm.models.layers import Block, Embedding, Linear, PuzzleEmbedding, Rotary, trunc_normal_
 
 CONFIG_NAME = "config.json"
@@ -65,12 +66,22 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """ "auto": CUDA, else MPS, else CPU; any other name as torch spells it (a bad one is a ConfigError)."""
+    """ "auto": CUDA, else MPS, else CPU; any other name as torch spells it. A bad name, or a device this machine
+    does not have, is a ConfigError (not a confusing failure later, when the weights are moved there)."""
     if name != "auto":
         try:
-            return torch.device(name)
+            device = torch.device(name)
         except RuntimeError:
             raise ConfigError(f"unknown device {name!r} (try auto, cpu, cuda, cuda:1, mps)") from None
+        mps = getattr(torch.backends, "mps", None)
+        have = {
+            "cpu": True,
+            "cuda": torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count(),
+            "mps": bool(mps and mps.is_available()),
+        }
+        if not have.get(device.type, False):
+            raise ConfigError(f"device {name!r} is not available here (trm runs on cpu, cuda or mps; try auto)")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -153,6 +164,18 @@ class RecursiveModel(nn.Module):
         """Network block applications in one supervision step of one puzzle (the unit of compute)."""
         raise NotImplementedError
 
+    @property
+    def grad_blocks_per_step(self) -> int:
+        """Of those, the ones on the gradient path (the rest run without gradients)."""
+        raise NotImplementedError
+
+    @property
+    def train_blocks_per_step(self) -> int:
+        """Forward block applications of one training supervision step: with Q-learning halting (q_continue,
+        HRM) the trainer runs a second, no-grad step for the bootstrapped target."""
+        bootstrap = self.config.q_continue and self.config.N_sup > 1
+        return self.blocks_per_step * (2 if bootstrap else 1)
+
     def initial_state(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
@@ -219,10 +242,12 @@ class RecursiveModel(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> RecursiveModel:
         """Load a directory written by `save_pretrained`, as the class its config names (called on a subclass,
-        the checkpoint must be of that class); any problem is one CheckpointError line."""
-        directory = Path(directory)
+        the checkpoint must be of that class); any problem is one CheckpointError line. A Hub id (`org/name`,
+        `org/name@revision`) that is not a local path is downloaded into the Hub cache first."""
+        directory = resolve_hub(directory)
         if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
             raise CheckpointError(f"{directory}: not a trm checkpoint (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+        verify_checksums(directory)  # checkpoints written by the trainer list their files' SHA-256
         try:
             config = model_config_from_json(directory / CONFIG_NAME)
         except (ConfigError, OSError) as err:
@@ -276,9 +301,18 @@ def check_fits(expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tenso
         )
 
 
+def resolve_hub(path: str | Path) -> Path:
+    """`path` itself, or for a Hub id that is not a local path (`org/name[@revision]`) its snapshot in the Hub
+    cache, downloaded if needed (`trm.hub`)."""
+    from trm import hub
+
+    return hub.download(str(path)) if hub.parse_hub_id(path) else Path(path)
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory as given, or a run directory's newest checkpoint."""
-    path = Path(path)
+    """A checkpoint directory as given (or a Hub id: its downloaded snapshot), or a run directory's newest
+    checkpoint."""
+    path = resolve_hub(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
     last = path / "checkpoints" / "last"

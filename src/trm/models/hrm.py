@@ -23,7 +23,7 @@ class HRM(RecursiveModel):
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         cfg, d = self.config, config.hidden_size
-        self.f_H = Reasoner(cfg, cfg.num_h_layers or cfg.num_layers)
+        self.f_H = Reasoner(cfg, cfg.h_layers)
         self.f_L = Reasoner(cfg, cfg.num_layers)
         self._build_heads()
         self.register_buffer("y_init", init_state(d))
@@ -32,11 +32,11 @@ class HRM(RecursiveModel):
     @property
     def blocks_per_step(self) -> int:
         cfg = self.config
-        return self.T * (self.n * cfg.num_layers + (cfg.num_h_layers or cfg.num_layers))
+        return self.T * (self.n * cfg.num_layers + cfg.h_layers)
 
     @property
     def grad_blocks_per_step(self) -> int:
-        return self.config.num_layers + (self.config.num_h_layers or self.config.num_layers)
+        return self.config.num_layers + self.config.h_layers
 
     def initial_state(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._broadcast(self.y_init, batch_size), self._broadcast(self.z_init, batch_size)

@@ -72,9 +72,10 @@ def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
 class SwiGLU(nn.Module):
     """SwiGLU MLP; the hidden width is round(2/3 * expansion * dim) rounded up to a multiple of 256 (official).
 
-    `conv_kernel` > 0 makes it the Universal Reasoning Model's ConvSwiGLU (arXiv 2512.14693): a depthwise
-    convolution of that width along the sequence on the gated activations, so neighbouring cells mix inside
-    the MLP. It looks back only (left padding), as in URM; input [B, S, dim].
+    `conv_kernel` > 0 makes it the Universal Reasoning Model's ConvSwiGLU (arXiv 2512.14693, as in its code):
+    the gated activations go through a depthwise convolution along the sequence (with bias, padding k // 2 on
+    both sides, the first S outputs kept) and a SiLU before the down projection, so neighbouring cells mix
+    inside the MLP. Input [B, S, dim]; the convolution keeps PyTorch's default init, as URM does.
     """
 
     def __init__(self, dim: int, expansion: float, conv_kernel: int = 0):
@@ -82,19 +83,15 @@ class SwiGLU(nn.Module):
         inter = round_up(round(expansion * dim * 2 / 3), 256)
         self.gate_up = Linear(dim, 2 * inter)
         self.down = Linear(inter, dim)
-        self.conv = (
-            nn.Parameter(trunc_normal_(torch.empty(inter, 1, conv_kernel), std=conv_kernel**-0.5))
-            if conv_kernel
-            else None
-        )
+        self.conv = nn.Conv1d(inter, inter, conv_kernel, groups=inter) if conv_kernel else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up(x).chunk(2, dim=-1)
         h = F.silu(gate) * up
         if self.conv is not None:
-            k = self.conv.shape[-1]
-            t = F.pad(h.transpose(1, 2), (k - 1, 0))
-            h = F.conv1d(t, self.conv.to(h.dtype), groups=self.conv.shape[0]).transpose(1, 2)
+            k, s = self.conv.kernel_size[0], h.shape[1]
+            w, b = self.conv.weight.to(h.dtype), self.conv.bias.to(h.dtype)
+            h = F.silu(F.conv1d(h.transpose(1, 2), w, b, padding=k // 2, groups=w.shape[0])[..., :s].transpose(1, 2))
         return self.down(h)
 
 
