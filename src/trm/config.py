@@ -101,6 +101,11 @@ class ModelConfig(BaseModel):
         return self
 
     @property
+    def h_layers(self) -> int:
+        """HRM's f_H depth (num_h_layers, default num_layers)."""
+        return self.num_h_layers or self.num_layers
+
+    @property
     def z_count(self) -> int:
         """Latent z tensors the state carries (latent="multi": num_z, default 6 as the official trm_hier6)."""
         return (self.num_z or 6) if self.latent == "multi" else 1
@@ -187,10 +192,11 @@ class TrainConfig(BaseModel):
     device: str = "auto"
     compile: bool = False  # torch.compile the supervision step (official default on GPU): ~1.3x on CPU
     log_every: int = Field(10, gt=0)
+    save_every: float = Field(300.0, gt=0)  # seconds ("5m" accepted) between saves of the resumable state
     tensorboard: bool = False
     wandb: bool = False
 
-    @field_validator("max_time", mode="before")
+    @field_validator("max_time", "save_every", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float | None:
         return parse_duration(value)
@@ -207,6 +213,8 @@ class TrainConfig(BaseModel):
     def _check_run(self) -> TrainConfig:
         m = self.model
         for stage in self.depth_schedule:
+            if m.arch == "transformer" and (stage.T is not None or stage.n is not None):
+                raise ValueError("depth_schedule T and n do not apply to arch transformer (no recursion); use N_sup")
             for name in ("T", "n", "N_sup"):
                 value = getattr(stage, name)
                 if value is not None and value > getattr(m, name):
@@ -261,7 +269,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         path = key.strip().split(".")
         if len(path) == 1 and path[0] not in train_fields and path[0] in model_fields:
             path = ["model", path[0]]
-        if path[0] not in train_fields or (path[0] == "model" and (len(path) != 2 or path[1] not in model_fields)):
+        nested = path[0] == "model" and len(path) == 2 and path[1] in model_fields  # `model` is the one section
+        if path[0] not in train_fields or (len(path) > 1 or path[0] == "model") and not nested:
             raise ConfigError(f"unknown config field {key!r}")
         node = raw
         for part in path[:-1]:

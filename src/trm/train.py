@@ -14,6 +14,12 @@ whole global batch (`exploration_min_steps`) and sliced; gradients are summed ov
 averaged over processes by DDP, the loss being scaled so the result is the sum over the global batch
 divided by its size (official); the puzzle-embedding rows and gradients are gathered over micro-batches
 and processes before the sign-SGD step. Only rank 0 logs and writes files.
+
+Fault tolerance (`trm.run_state`): the state is also saved every `save_every` seconds of the run and when
+SIGINT or SIGTERM arrives, always atomically and with a checksum, never with NaN or infinite weights or
+losses; it includes the logging window in progress, so a run resumed from any step logs and ends exactly as
+an uninterrupted one. Resuming first removes what a kill in the middle of a write left behind and drops the
+metric lines logged after the state was saved.
 """
 
 from __future__ import annotations
@@ -21,19 +27,20 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import shutil
+import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import NoReturn
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from trm import distributed
 from trm.checkpoint import warm_start
-from trm.config import ModelConfig, TrainConfig
+from trm.config import ModelConfig, TrainConfig, validation_message
 from trm.data import PuzzleDataset, TrainSampler, load_split
 from trm.distributed import Dist
 from trm.errors import CheckpointError, ConfigError
@@ -42,14 +49,20 @@ from trm.inference.engine import InferenceConfig
 from trm.models import build_model
 from trm.models.base import pick_device
 from trm.optim import EMA, AdamATan2, SignSGDEmbedding, cosine_scale
+from trm.progress import progress
+from trm.run_state import (
+    CONFIG_NAME,
+    STATE_NAME,
+    RunState,
+    StopSignals,
+    TrainingInterrupted,
+    clean_partial_writes,
+    load_state,
+    write_atomic,
+)
 from trm.supervision import Carry, DeepSupervision, exploration_min_steps
-from trm.tasks import TASK_FILE
 from trm.tasks.arc_eval import VoteCollector
-from trm.train_log import MetricsLogger, format_metrics, train_log_metrics
-
-STATE_NAME = "train_state.pt"
-CONFIG_NAME = "config.json"
-CARRY_FIELDS = ("y", "z", "steps", "halted")
+from trm.train_log import METRICS_NAME, MetricsLogger, format_metrics, train_log_metrics
 
 
 def seed_everything(seed: int) -> None:
@@ -84,13 +97,7 @@ def depth_at(cfg: TrainConfig, progress: float) -> tuple[int, int, int]:
     return m.T, m.n, m.N_sup
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
-class Trainer:
+class Trainer(RunState):
     """Holds everything that changes during training, so it can be saved and restored as one state."""
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, progress: bool = True, dist: Dist | None = None):
@@ -144,9 +151,14 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0  # training seconds spent by earlier processes of this run (resume)
         self._t0 = time.perf_counter()
-        self._saved_at = -1
+        self._saved_at = -1  # the step of the newest checkpoint
+        self._state_at, self._state_clock = -1, 0.0  # the step and run clock of the newest saved state
         self._start_step = 0
         self.carries: list[Carry | None] = [None] * (self.local_batch // self.micro_batch)
+        self._sums: dict[str, torch.Tensor] = {}  # the logging window so far, on the device (no sync per step)
+        self._window = 0
+        self.logger: MetricsLogger | None = None  # rank 0's, while fit runs
+        self._metrics_lines: int | None = None  # lines of the metrics log when the resumed state was saved
 
     def say(self, line: str) -> None:
         if self.dist.is_main:
@@ -184,85 +196,6 @@ class Trainer:
     def _full_depth(self) -> None:
         m = self.model_cfg
         self._set_depth(m.T, m.n, m.N_sup)
-
-    # -- state -------------------------------------------------------------------------------------------
-    def _global_carry(self) -> dict[str, Any] | None:
-        """The carry of the whole global batch, in its row order, on rank 0 (collective: every rank calls)."""
-        if any(c is None for c in self.carries):
-            return None
-        local = {f: torch.cat([getattr(c, f) for c in self.carries]) for f in CARRY_FIELDS}
-        local["data"] = {k: torch.cat([c.data[k] for c in self.carries]) for k in self.carries[0].data}
-        d = self.dist
-        out = {f: distributed.gather_rows(d, local[f]) for f in CARRY_FIELDS}
-        out["data"] = {k: distributed.gather_rows(d, v) for k, v in local["data"].items()}
-        return out if d.is_main else None
-
-    def _load_carry(self, carry: dict[str, Any]) -> None:
-        rows = carry["steps"].shape[0]
-        if rows != self.cfg.global_batch_size:
-            raise CheckpointError(f"saved carry has {rows} rows, global_batch_size is {self.cfg.global_batch_size}")
-        lo = self.dist.rank * self.local_batch
-        for m in range(len(self.carries)):
-            part = slice(lo + m * self.micro_batch, lo + (m + 1) * self.micro_batch)
-            fields = [carry[f][part].to(self.device) for f in CARRY_FIELDS]
-            self.carries[m] = Carry(*fields, {k: v[part].to(self.device) for k, v in carry["data"].items()})
-
-    def state_dict(self) -> dict[str, Any]:
-        """The whole training state (collective under torchrun: the carry is gathered to rank 0)."""
-        return {
-            "step": self.step,
-            "elapsed": self.elapsed_now(),
-            "model": self.model.state_dict(),
-            "opt": self.opt.state_dict(),
-            "sparse": self.sparse.state_dict() if self.sparse else None,
-            "ema": self.ema.state_dict() if self.ema else None,
-            "sampler": self.sampler.state_dict(),
-            "carry": self._global_carry(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-            },
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a state saved by any number of processes and micro-batches with the same global batch."""
-        self.step = self._saved_at = state["step"]
-        self.elapsed, self._t0 = float(state.get("elapsed", 0.0)), time.perf_counter()
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["opt"])
-        if self.sparse and state["sparse"]:
-            self.sparse.load_state_dict(state["sparse"])
-        if self.ema and state["ema"]:
-            self.ema.load_state_dict(state["ema"])
-        self.sampler.load_state_dict(state["sampler"])
-        if state["carry"] is not None:
-            self._load_carry(state["carry"])
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
-
-    def save(self) -> Path:
-        """Write the resumable training state and an inference checkpoint (EMA weights) for this step; rank 0
-        writes, every rank takes part (the carry is gathered)."""
-        self._full_depth()
-        state = self.state_dict()
-        ckpt = self.run_dir / "checkpoints" / f"step_{self.step}"
-        if self.dist.is_main:
-            _atomic_save(state, self.run_dir / STATE_NAME)
-            with self.ema.swapped(self.model) if self.ema else contextlib.nullcontext():
-                self.model.save_pretrained(ckpt)
-            task_file = Path(self.cfg.data) / TASK_FILE  # lets `trm solve` parse and render this task
-            if task_file.is_file():
-                shutil.copyfile(task_file, ckpt / TASK_FILE)
-            (self.run_dir / "checkpoints" / "last").write_text(ckpt.name + "\n")
-        distributed.barrier(self.dist)
-        self._saved_at = self.step
-        return ckpt
 
     # -- loop --------------------------------------------------------------------------------------------
     def train_step(self, batch: dict[str, torch.Tensor], elapsed: float = 0.0) -> dict[str, torch.Tensor]:
@@ -311,7 +244,7 @@ class Trainer:
             return {}
         cfg, d = self.cfg, self.dist
         self._full_depth()
-        bar = tqdm(
+        bar = progress(
             total=min(self.eval_ds.num_examples, cfg.eval_max_examples or math.inf),
             desc="eval",
             leave=False,
@@ -339,18 +272,23 @@ class Trainer:
             res.metrics.update(arc_score.metrics())
         return res.metrics
 
-    def _log_train(self, logger: MetricsLogger | None, sums: dict[str, torch.Tensor], window: int) -> dict:
-        """Average a logging window's sums over the global batch (summed over ranks: one collective)."""
+    def _log_train(self) -> dict:
+        """Average the logging window's sums over the global batch (summed over ranks: one collective), and
+        start a new window; a NaN or infinite loss stops the run here, before anything is saved."""
+        sums, window = self._sums, self._window
+        self._sums, self._window = {}, 0
         lr = sums.pop("lr")
         keys = sorted(sums)
         packed = distributed.all_reduce_sum(self.dist, torch.stack([sums[k].double() for k in keys]))
         totals = dict(zip(keys, packed.tolist(), strict=True)) | {"lr": float(lr)}
+        if bad := [k for k, v in totals.items() if not math.isfinite(v)]:
+            self._diverged(f"{bad[0]} is {totals[bad[0]]}")
         logged = train_log_metrics(totals, self.cfg.global_batch_size, window)
         logged["epoch"] = self.sampler.epoch
         logged["elapsed_s"] = self._clock()
         logged["steps_per_s"] = (self.step - self._start_step) / max(1e-9, time.perf_counter() - self._t0)
-        if logger is not None:
-            logger.log("train", self.step, logged)
+        if self.logger is not None:
+            self.logger.log("train", self.step, logged)
         return logged
 
     def _finished(self, elapsed: float) -> bool:
@@ -358,53 +296,93 @@ class Trainer:
             return True
         return self.cfg.max_time is not None and elapsed >= self.cfg.max_time
 
+    def _poll(self, stop: StopSignals) -> tuple[float, int | None]:
+        """Rank 0's run clock and the signal, if any rank got one: one small collective under torchrun, so
+        every rank decides alike when the budget is spent, when to save and when to stop."""
+        d = self.dist
+        if not d.active:
+            return self._clock(), stop.signum
+        t = torch.tensor([self._clock() if d.is_main else 0.0, float(stop.signum is not None)], dtype=torch.float64)
+        clock, signalled = distributed.all_reduce_sum(d, t.to(self.device)).tolist()
+        return clock, (stop.signum or signal.SIGTERM) if signalled else None
+
+    def _interrupt(self, signum: int) -> NoReturn:
+        if self._state_at != self.step:
+            self.save(checkpoint=False)
+        raise TrainingInterrupted(
+            f"interrupted at step {self.step} ({signal.Signals(signum).name}), state saved; "
+            f"resume with trm train --resume {self.run_dir}",
+            signum,
+        )
+
+    def _prepare_run_dir(self) -> MetricsLogger:
+        """Bring the run directory back to the saved step: what a kill mid-write left is cleaned up, and the
+        metric lines logged after the state was saved (or half-written) are dropped, as the run logs them
+        again."""
+        for line in clean_partial_writes(self.run_dir, (STATE_NAME, CONFIG_NAME, METRICS_NAME)):
+            self.say(line)
+        logger = MetricsLogger(self.run_dir, self.cfg)
+        logger.rewind(self.step, self._metrics_lines)
+        return logger
+
     def fit(self) -> dict[str, float]:
         cfg, d = self.cfg, self.dist
-        logger = MetricsLogger(self.run_dir, cfg) if d.is_main else None
-        sums: dict[str, torch.Tensor] = {}  # on the device: no host sync per step, only per log line
-        window = 0
-        last_eval: dict[str, float] = {}
+        self.logger = self._prepare_run_dir() if d.is_main else None
         by_time = self.total_steps is None  # a pure time budget: the bar counts seconds
-        bar = tqdm(
+        bar = progress(
             total=round(cfg.max_time) if by_time else self.total_steps,
             initial=round(self.elapsed) if by_time else self.step,
             desc="train",
             disable=not self.progress,
             unit="s" if by_time else "step",
         )
-        batches = iter(self.sampler)
         self.model.train()
         self._t0, self._start_step = time.perf_counter(), self.step
         try:
-            while not self._finished(elapsed := self.elapsed_now() if cfg.max_time else 0.0):
-                for k, v in self.train_step(next(batches), elapsed).items():
-                    v = v.detach().float()  # float64 is missing on MPS
-                    sums[k] = sums[k] + v if k in sums else v
-                window += 1
-                bar.update(round(self._clock()) - bar.n if by_time else 1)
-                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
-                    logged = self._log_train(logger, sums, window)
-                    sums, window = {}, 0
-                    bar.set_postfix(loss=f"{logged['lm_loss']:.3f}", exact=f"{logged['exact_accuracy']:.3f}",
-                                    steps_per_s=f"{logged['steps_per_s']:.2f}")  # fmt: skip
-                remaining = self.total_steps - self.step if self.total_steps else math.inf
-                if self.step % self.eval_every == 0 and remaining >= self.eval_every // 2:
-                    last_eval = self._evaluate_and_save(logger)
-            if window:
-                self._log_train(logger, sums, window)
-            if self._saved_at != self.step:  # the end of the run: final evaluation and checkpoint
-                last_eval = self._evaluate_and_save(logger)
+            with StopSignals() as stop:
+                return self._loop(stop, bar)
         finally:
             bar.close()
-            if logger is not None:
-                logger.close()
+            if self.logger is not None:
+                self.logger.close()
+                self.logger = None
+
+    def _loop(self, stop: StopSignals, bar: tqdm) -> dict[str, float]:
+        """Train to the end of the run; the final evaluation's metrics."""
+        cfg, by_time = self.cfg, self.total_steps is None
+        last_eval: dict[str, float] = {}
+        batches = iter(self.sampler)
+        elapsed, _ = self._poll(stop)
+        while not self._finished(elapsed):
+            sums = self._sums  # on the device: no host sync per step, only per log line
+            for k, v in self.train_step(next(batches), elapsed).items():
+                v = v.detach().float()  # float64 is missing on MPS
+                sums[k] = sums[k] + v if k in sums else v
+            self._window += 1
+            bar.update(round(self._clock()) - bar.n if by_time else 1)
+            if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                logged = self._log_train()
+                bar.set_postfix(loss=f"{logged['lm_loss']:.3f}", exact=f"{logged['exact_accuracy']:.3f}",
+                                steps_per_s=f"{logged['steps_per_s']:.2f}")  # fmt: skip
+            remaining = self.total_steps - self.step if self.total_steps else math.inf
+            if self.step % self.eval_every == 0 and remaining >= self.eval_every // 2:
+                last_eval = self._evaluate_and_save()
+            elapsed, signum = self._poll(stop)
+            if signum is not None:
+                self._interrupt(signum)
+            if elapsed - self._state_clock >= cfg.save_every and not self._finished(elapsed):
+                self.save(checkpoint=False)  # (at the end, the final save follows)
+        if self._window:
+            self._log_train()
+        if self._saved_at != self.step:  # the end of the run: final evaluation and checkpoint
+            last_eval = self._evaluate_and_save()
         return last_eval
 
-    def _evaluate_and_save(self, logger: MetricsLogger | None) -> dict[str, float]:
+    def _evaluate_and_save(self) -> dict[str, float]:
         clock = self._clock()
         metrics = self.run_eval()
-        if metrics and logger is not None:
-            logger.log("eval", self.step, {**metrics, "elapsed_s": clock})
+        if metrics and self.logger is not None:
+            self.logger.log("eval", self.step, {**metrics, "elapsed_s": clock})
             self.say(f"step {self.step}: " + format_metrics(metrics))
         self.model.train()
         self.save()
@@ -413,7 +391,7 @@ class Trainer:
 
 def save_run_config(run_dir: Path, cfg: TrainConfig) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_NAME).write_text(cfg.model_dump_json(indent=2) + "\n")
+    write_atomic(run_dir / CONFIG_NAME, (cfg.model_dump_json(indent=2) + "\n").encode(), "run config")
 
 
 def train(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str, float]:
@@ -431,19 +409,23 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str, f
 
 
 def resume(run_dir: Path, progress: bool = True) -> dict[str, float]:
-    """Continue a run exactly where its last checkpoint left it (with any number of processes)."""
+    """Continue a run exactly where its last saved state left it (with any number of processes); a run
+    stopped before its first save starts again from its config."""
     cfg_path, state_path = run_dir / CONFIG_NAME, run_dir / STATE_NAME
-    if not cfg_path.is_file() or not state_path.is_file():
-        raise CheckpointError(f"{run_dir}: no run to resume (needs {CONFIG_NAME} and {STATE_NAME})")
-    cfg = TrainConfig.model_validate_json(cfg_path.read_text())
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{run_dir}: no run to resume (needs {CONFIG_NAME})")
+    try:
+        cfg = TrainConfig.model_validate_json(cfg_path.read_text())
+    except (OSError, ValidationError) as err:
+        reason = validation_message(err) if isinstance(err, ValidationError) else err.strerror
+        raise CheckpointError(f"{cfg_path}: not a run config ({reason})") from None
     d = distributed.init(cfg.device)
     try:
         trainer = Trainer(cfg, run_dir, progress, d)
-        try:
-            state = torch.load(state_path, map_location="cpu", weights_only=False)
-        except Exception as err:  # pickle and zip errors vary; the message is what matters
-            raise CheckpointError(f"{state_path}: corrupt training state ({err})") from None
-        trainer.load_state_dict(state)
+        if state_path.is_file():
+            trainer.load_state_dict(load_state(state_path))
+        else:
+            trainer.say(f"{run_dir}: no state saved yet; the run starts again from its {CONFIG_NAME}")
         return trainer.fit()
     finally:
         distributed.shutdown(d)

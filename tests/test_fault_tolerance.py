@@ -1,0 +1,277 @@
+"""A run survives a kill at any moment, SIGINT / SIGTERM, a NaN loss, a full disk and damaged files: killed
+runs resume to the same metrics and weights as an uninterrupted run, and every failure is one line."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from trm.cli import main
+from trm.errors import CheckpointError
+from trm.integrity import SUMS_NAME, verify_checksums
+from trm.run_state import STATE_NAME, load_state
+from trm.train import Trainer
+
+TRAIN_KEYS = ("lm_loss", "q_halt_loss", "accuracy", "exact_accuracy", "count", "steps", "lr")
+# 80 training puzzles in batches of 16: 5 steps an epoch; evaluations at step 10 and at the end, 16
+ARGS = ["max_steps=16", "log_every=5", "eval_interval=2"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """A model this small gains nothing from a second thread, which only spins on a busy machine (4x slower);
+    the subprocesses get OMP_NUM_THREADS=1."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data4(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "sudoku4"
+    argv = ["data", "sudoku", "--out", str(out), "--generate", "100", "--size", "4", "--aug", "2"]
+    assert main([*argv, "--test-fraction", "0.2", "--seed", "5"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(data4, tmp_path_factory) -> Path:
+    """The uninterrupted run every interrupted one must end like."""
+    run = tmp_path_factory.mktemp("ref") / "run"
+    with pytest.MonkeyPatch.context() as env:  # conftest's float32 fixture is per test, this one per module
+        env.setenv("TRM_CPU_DTYPE", "float32")
+        assert train(data4, run, *ARGS) == 0
+    return run
+
+
+def train(data: Path, run: Path, *overrides: str) -> int:
+    """`trm train` of a new tiny run, in this process."""
+    args = ["sudoku4-tiny", f"data={data}", "global_batch_size=16", *overrides, "--run-dir", str(run)]
+    return main(["train", *args, "--no-progress"])
+
+
+def rows(run: Path, split: str) -> list[dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["split"] == split]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """The same train log (each step once), the same evaluations and the same final weights."""
+    ta, tb = rows(a, "train"), rows(b, "train")
+    assert [r["step"] for r in ta] == [r["step"] for r in tb]
+    for ra, rb in zip(ta, tb, strict=True):
+        for key in TRAIN_KEYS:
+            assert ra[key] == pytest.approx(rb[key], rel=1e-6, abs=1e-9), (ra["step"], key)
+    ea, eb = rows(a, "eval"), rows(b, "eval")
+    assert [r["step"] for r in ea] == [r["step"] for r in eb] and ea
+    for ra, rb in zip(ea, eb, strict=True):
+        assert ra.pop("elapsed_s") > 0 and rb.pop("elapsed_s") > 0 and ra.pop("split") == rb.pop("split")
+        assert ra == pytest.approx(rb, rel=1e-6, abs=1e-9)
+    sa, sb = load_state(a / STATE_NAME), load_state(b / STATE_NAME)
+    assert sa["step"] == sb["step"]
+    for key, value in sa["model"].items():
+        torch.testing.assert_close(value, sb["model"][key], rtol=1e-6, atol=1e-7, msg=key)
+    last = (a / "checkpoints" / "last").read_text().strip()
+    assert (b / "checkpoints" / "last").read_text().strip() == last
+    wa, wb = (load_file(r / "checkpoints" / last / "model.safetensors") for r in (a, b))
+    for key, value in wa.items():
+        torch.testing.assert_close(value, wb[key], rtol=1e-6, atol=1e-7, msg=key)
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+# -- kills at any moment (subprocesses) ---------------------------------------------------------------------
+def _start(args: list[str], log: Path, **env: str) -> subprocess.Popen:
+    environ = {**os.environ, "OMP_NUM_THREADS": "1", **env}
+    with log.open("a") as out:
+        return subprocess.Popen([sys.executable, "-m", "trm.cli", *args], stdout=out, stderr=out, env=environ)
+
+
+def _kill_when(proc: subprocess.Popen, ready: Callable[[], bool], log: Path, delay: float = 0.0) -> None:
+    """SIGKILL the process `delay` seconds after `ready()` (polled every 5 ms); it must still be running."""
+    deadline = time.monotonic() + 60
+    while not ready():
+        assert proc.poll() is None, f"the run ended before the moment to kill it:\n{log.read_text()[-2000:]}"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+    time.sleep(delay)
+    assert proc.poll() is None, f"the run ended before the moment to kill it:\n{log.read_text()[-2000:]}"
+    proc.kill()
+    proc.wait()
+
+
+@pytest.mark.slow
+def test_runs_killed_at_any_moment_resume_to_the_same_result(data4, tmp_path):
+    """SIGKILL before the first save, between saves and in the middle of writing the state; each time
+    `trm train --resume` continues, and the run ends as the uninterrupted one does."""
+    overrides = ["max_steps=60", "eval_interval=4", "save_every=0.5"]  # evaluations at 20, 40 and 60
+    ref, cut, log = tmp_path / "ref", tmp_path / "cut", tmp_path / "log.txt"
+    assert train(data4, ref, *overrides) == 0  # in this process, on one thread as the subprocesses
+    state, half_written = cut / STATE_NAME, cut / (STATE_NAME + ".tmp")
+    args = ["train", "sudoku4-tiny", f"data={data4}", "global_batch_size=16", *overrides, "--run-dir", str(cut)]
+
+    # 1. before the first save: the config is written, no state yet
+    _kill_when(_start([*args, "--no-progress"], log), (cut / "config.json").exists, log)
+    assert not state.exists()
+
+    # 2. between saves: the steps after the saved state are lost and redone
+    _kill_when(_start(["train", "--resume", str(cut), "--no-progress"], log), state.exists, log, delay=0.3)
+    saved = load_state(state)["step"]
+    assert 0 < saved < 60
+
+    # 3. in the middle of writing the state of a later step: half of the temporary file is on disk
+    resumed = _start(["train", "--resume", str(cut), "--no-progress"], log, TRM_TEST_SLOW_SAVE="60")
+    _kill_when(resumed, lambda: half_written.exists() and half_written.stat().st_size > 0, log)
+    assert half_written.exists() and load_state(state)["step"] == saved  # the old state is whole
+
+    # 4. to the end
+    before = log.read_text()
+    assert _start(["train", "--resume", str(cut), "--no-progress"], log).wait() == 0
+    assert f"removed the half-written {half_written}" in log.read_text()[len(before) :]
+    assert not list(cut.rglob("*.tmp"))
+    assert_same_run(ref, cut)
+
+
+# -- signals, divergence, a full disk, damaged files (in process) -------------------------------------------
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_the_state_and_the_run_resumes_exactly(data4, reference, tmp_path, monkeypatch, capsys, signum):
+    run = tmp_path / "run"
+    plain_step = Trainer.train_step
+
+    def step_then_signal(self: Trainer, batch: dict, elapsed: float = 0.0) -> dict:
+        out = plain_step(self, batch, elapsed)
+        if self.step == 13:  # after the evaluation and checkpoint at 10, mid-window (logged at 10, next at 15)
+            signal.raise_signal(signum)
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_signal)
+    handler = signal.getsignal(signum)
+    assert train(data4, run, *ARGS) == 128 + signum
+    name = signal.Signals(signum).name
+    assert (
+        one_error_line(capsys)
+        == f"trm: interrupted at step 13 ({name}), state saved; resume with trm train --resume {run}"
+    )
+    assert load_state(run / STATE_NAME)["step"] == 13
+    assert signal.getsignal(signum) is handler  # put back as it was
+    monkeypatch.setattr(Trainer, "train_step", plain_step)
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert_same_run(reference, run)
+
+
+def test_a_run_killed_before_its_first_save_starts_again_from_its_config(data4, reference, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text((reference / "config.json").read_text())
+    (run / "metrics.jsonl").write_text('{"split": "train", "step": 5, "lm_loss": 9.0}\n{"split": "tr')  # killed
+    (run / (STATE_NAME + ".tmp")).write_bytes(b"half a state")
+    (run / "checkpoints" / "step_7.tmp").mkdir(parents=True)
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "no state saved yet; the run starts again from its config.json" in out
+    assert f"removed the half-written {run / (STATE_NAME + '.tmp')}" in out
+    assert not list(run.rglob("*.tmp"))
+    assert_same_run(reference, run)
+
+
+def _continue(run: Path, **changes: object) -> None:
+    """Change the run's saved config (a longer run, another learning rate) before resuming it."""
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, **changes}))
+
+
+def _snapshot(run: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_state(data4, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(data4, run, "max_steps=6") == 0
+    before = _snapshot(run)
+    _continue(run, max_steps=40, lr=1e30)
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith("trm: error: training diverged: ") and ("is nan" in line or "is inf" in line)
+    assert f"the last good state (step 6) is kept in {run / STATE_NAME}" in line
+    after = _snapshot(run)
+    assert after.pop("metrics.jsonl").startswith(before.pop("metrics.jsonl"))  # the poisoned window is not logged
+    after.pop("config.json"), before.pop("config.json")
+    assert after == before  # no state, no checkpoint written since
+    weights = load_state(run / STATE_NAME)["model"].values()
+    assert all(torch.isfinite(w).all() for w in weights if w.is_floating_point())
+
+
+@pytest.mark.parametrize("what", ["state", "checkpoint"])
+def test_a_full_disk_is_one_line_and_the_previous_files_stay_whole(data4, tmp_path, monkeypatch, capsys, what):
+    run = tmp_path / "run"
+    assert train(data4, run, "max_steps=4") == 0
+    state, ckpts = (run / STATE_NAME).read_bytes(), sorted(p.name for p in (run / "checkpoints").iterdir())
+    _continue(run, max_steps=8, save_every=1e-6 if what == "state" else 3600)  # a state save after every step
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    line = one_error_line(capsys)
+    if what == "state":
+        target, kept = f"{run / STATE_NAME}: cannot save the training state", "the previous training state is intact"
+    else:
+        target, kept = f"{run / 'checkpoints' / 'step_8'}: cannot save the checkpoint", "no checkpoint was written"
+    assert line == f"trm: error: {target} (No space left on device); {kept}"
+    assert (run / STATE_NAME).read_bytes() == state and load_state(run / STATE_NAME)["step"] == 4
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ckpts and not list(run.rglob("*.tmp"))
+
+
+def test_damaged_state_checkpoint_and_data_files_are_named(data4, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(data4, run, "max_steps=2") == 0
+    state = run / STATE_NAME
+    good = state.read_bytes()
+    legacy = tmp_path / "legacy.pt"  # a state written before checksums still loads
+    torch.save(load_state(state), legacy)
+    assert load_state(legacy)["step"] == 2
+
+    damaged = bytearray(good)
+    damaged[len(damaged) // 2] ^= 0x01
+    state.write_bytes(damaged)
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    assert (
+        one_error_line(capsys)
+        == f"trm: error: {state}: corrupt training state (SHA-256 checksum mismatch: damaged on disk)"
+    )
+
+    ckpt = run / "checkpoints" / "step_2"
+    listed = [line.split("  ")[1] for line in (ckpt / SUMS_NAME).read_text().splitlines()]
+    assert listed == ["config.json", "model.safetensors", "task.json"]
+    verify_checksums(ckpt)
+    weights = bytearray((ckpt / "model.safetensors").read_bytes())
+    weights[-1] ^= 0x01  # a flipped bit in the last weight: safetensors itself cannot tell
+    (ckpt / "model.safetensors").write_bytes(weights)
+    with pytest.raises(CheckpointError, match=f"{ckpt / 'model.safetensors'}: corrupt \\(SHA-256 checksum mismatch"):
+        verify_checksums(ckpt)
+
+    labels = data4 / "train" / "all__labels.npy"
+    copy = tmp_path / "data"
+    (copy / "train").mkdir(parents=True)
+    for p in (data4 / "train").iterdir():
+        (copy / "train" / p.name).write_bytes(p.read_bytes()[: 100 if p == labels else None])
+    assert train(copy, tmp_path / "x") == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"trm: error: {copy / 'train' / 'all__labels.npy'}: corrupt")
