@@ -127,7 +127,7 @@ def _rename_inits(weights: dict[str, torch.Tensor], fields: dict) -> dict[str, t
 def _read_config(path: Path) -> dict:
     try:
         cfg = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise CheckpointError(f"{path}: cannot read the official config ({err})") from None
     if not isinstance(cfg, dict) or not isinstance(cfg.get("arch"), dict):
         raise CheckpointError(f"{path}: no `arch` section; is this an official all_config.yaml?")

@@ -14,12 +14,11 @@ from trm.errors import ConfigError
 
 def _labelled_list(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     """A plain puzzle list, each labelled by trm's exact solver; a bad line names its line number."""
-    from tqdm import tqdm
-
+    from trm.progress import progress
     from trm.tasks import sudoku
 
     pairs = []
-    for i, text in enumerate(tqdm(sudoku.read_puzzle_list(path), desc=f"solving {path.name}", unit="puzzle")):
+    for i, text in enumerate(progress(sudoku.read_puzzle_list(path), desc=f"solving {path.name}", unit="puzzle")):
         try:
             puzzle = sudoku.parse_puzzle(text)
             pairs.append((puzzle, sudoku.solution_of(puzzle)))
@@ -38,9 +37,9 @@ def _sudoku_source(args: argparse.Namespace, rng: np.random.Generator) -> list[t
     if args.puzzles:
         pairs = _labelled_list(args.puzzles)
     else:
-        from tqdm import tqdm
+        from trm.progress import progress
 
-        with tqdm(total=args.generate, desc=f"generating {args.size}x{args.size}", unit="puzzle") as bar:
+        with progress(total=args.generate, desc=f"generating {args.size}x{args.size}", unit="puzzle") as bar:
             made = sudoku.generate(
                 args.generate, args.size, rng, args.min_rating, progress=bar.update, givens=args.givens
             )
@@ -88,14 +87,13 @@ def data(args: argparse.Namespace) -> int:
 
 
 def _data_maze(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from trm.progress import progress
     from trm.tasks import maze
 
     rng = np.random.default_rng(args.seed)
 
     def made(n: int, what: str) -> list:
-        with tqdm(total=n, desc=f"generating {what} {args.size}x{args.size}", unit="maze") as bar:
+        with progress(total=n, desc=f"generating {what} {args.size}x{args.size}", unit="maze") as bar:
             return maze.generate(n, args.size, rng, min_path=args.min_path, progress=bar.update)
 
     if args.csv or args.hf:
@@ -115,9 +113,9 @@ def _data_maze(args: argparse.Namespace) -> int:
 
 
 def _progress(description: str, total: int):
-    from tqdm import tqdm
+    from trm.progress import progress
 
-    bar = tqdm(total=total, desc=description, unit="task" if description == "augmenting" else "group")
+    bar = progress(total=total, desc=description, unit="task" if description == "augmenting" else "group")
 
     def tick(n: int) -> None:
         bar.update(n)

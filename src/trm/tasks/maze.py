@@ -282,9 +282,9 @@ def build_dataset(
     for split, pairs, augment in (("train", train, aug), ("test", test, False)):
         bar = None
         if progress is None and len(pairs) >= 1000:
-            from tqdm import tqdm
+            from trm.progress import progress
 
-            bar = tqdm(total=len(pairs), desc=f"writing {split}", unit="group")
+            bar = progress(total=len(pairs), desc=f"writing {split}", unit="group")
         examples = 0
         with DatasetWriter(out_dir, split, seq_len) as writer:
             for k, pair in enumerate(pairs):

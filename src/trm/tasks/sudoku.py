@@ -341,9 +341,9 @@ def build_dataset(
     for split, pairs, n_aug in (("train", train, aug), ("test", test, 0)):
         bar = None
         if progress is None and len(pairs) >= 1000:
-            from tqdm import tqdm
+            from trm.progress import progress
 
-            bar = tqdm(total=len(pairs), desc=f"writing {split}", unit="group")
+            bar = progress(total=len(pairs), desc=f"writing {split}", unit="group")
         with DatasetWriter(out_dir, split, seq_len) as writer:
             for k, pair in enumerate(pairs):
                 puzzle, solution = as_grid(pair[0]), as_grid(pair[1])

@@ -241,16 +241,23 @@ def generate(
     min_rating: int = 0,
     progress: Callable[[int], None] | None = None,
     givens: int | None = None,
+    max_tries: int = 1000,
 ) -> list[tuple[np.ndarray, np.ndarray, int]]:
     """`count` unique-solution puzzles as (puzzle, solution, rating), each with rating >= min_rating;
     deterministic for the rng's state. Minimal puzzles by default; with `givens`, random clues of the solution
     are added back to a minimal puzzle until it has that many (easier puzzles, still unique: a superset of a
-    unique puzzle's clues). `progress(1)` is called per accepted puzzle."""
+    unique puzzle's clues). `progress(1)` is called per accepted puzzle. SudokuError after `max_tries`
+    puzzles in a row below min_rating (a rating the size never reaches would otherwise loop forever)."""
     box_shape(size)
     if givens is not None and not 0 <= givens <= size * size:
         raise SudokuError(f"givens must be in [0, {size * size}], got {givens}")
     out = []
+    misses = 0
     while len(out) < count:
+        if misses >= max_tries:
+            raise SudokuError(
+                f"no {size}x{size} puzzle rated >= {min_rating} in {max_tries} tries in a row; lower the minimum rating"
+            )
         solution = random_full_grid(size, rng)
         puzzle = minimal_puzzle(solution, rng)
         if givens is not None:
@@ -260,6 +267,7 @@ def generate(
                 picked = rng.choice(blank, extra, replace=False)
                 puzzle[picked] = solution[picked]
         score = rating(puzzle)
+        misses = 0 if score >= min_rating else misses + 1
         if score >= min_rating:
             out.append((puzzle, solution, score))
             if progress is not None:
