@@ -1,6 +1,7 @@
 """`trm` command line: argument parsing only; every command calls a library function.
 
-Bad input ends with one `trm: error: ...` line and exit status 2; set TRM_DEBUG=1 for the traceback.
+Bad input ends with one `trm: error: ...` line and exit status 2, any other failure with one such line and exit
+status 1; set TRM_DEBUG=1 for the traceback.
 """
 
 from __future__ import annotations
@@ -9,6 +10,22 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+
+def count(text: str) -> int:
+    """argparse type of a count: an integer >= 1 (0 or a negative count is a usage error, not a traceback later)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative(text: str) -> int:
+    """argparse type of an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
@@ -20,18 +37,18 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--csv", type=Path, help="CSV in the Sudoku-Extreme format (source,question,answer,rating)")
     src.add_argument("--hf", action="store_true", help="download sapientinc/sudoku-extreme (needs network)")
     src.add_argument("--puzzles", type=Path, help="plain puzzle list, one per line; labelled by trm's solver")
-    src.add_argument("--generate", type=int, metavar="N", help="generate N unique-solution puzzles")
+    src.add_argument("--generate", type=count, metavar="N", help="generate N unique-solution puzzles")
     s.add_argument("--size", type=int, choices=(4, 6, 9), default=9, help="grid size for --generate")
     s.add_argument("--min-rating", type=int, default=0, help="minimum difficulty (solver backtracks)")
     s.add_argument(
         "--givens", type=int, help="for --generate: add solution clues to each minimal puzzle up to N givens"
     )
-    s.add_argument("--subsample", type=int, help="keep N random training puzzles")
+    s.add_argument("--subsample", type=count, help="keep N random training puzzles")
     s.add_argument("--aug", type=int, default=0, help="augmented copies per training puzzle")
     s.add_argument("--test-fraction", type=float, help="hold out this fraction as the test split")
     s.add_argument("--test-csv", type=Path, help="separate test source (Sudoku-Extreme CSV)")
     s.add_argument("--test-puzzles", type=Path, help="separate test source (plain puzzle list)")
-    s.add_argument("--test-subsample", type=int, help="keep N random test puzzles")
+    s.add_argument("--test-subsample", type=count, help="keep N random test puzzles")
     s.add_argument("--seed", type=int, default=0)
 
     m = tasks.add_parser("maze", help="mazes: from Maze-Hard CSV, or generated")
@@ -39,13 +56,13 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     msrc = m.add_mutually_exclusive_group(required=True)
     msrc.add_argument("--csv", type=Path, help="CSV in the Maze-Hard format (source,question,answer,rating)")
     msrc.add_argument("--hf", action="store_true", help="download sapientinc/maze-30x30-hard-1k (needs network)")
-    msrc.add_argument("--generate", type=int, metavar="N", help="generate N mazes")
+    msrc.add_argument("--generate", type=count, metavar="N", help="generate N mazes")
     m.add_argument("--size", type=int, default=30, help="maze side for --generate")
     m.add_argument("--min-path", type=int, default=0, help="minimum shortest-path length in moves (Maze-Hard: 110)")
     m.add_argument("--aug", action="store_true", help="add the 8 dihedral transforms of each training maze")
     m.add_argument("--test-csv", type=Path, help="separate test source (Maze-Hard CSV)")
-    m.add_argument("--test-generate", type=int, metavar="N", help="generate N test mazes (default: 10%% held out)")
-    m.add_argument("--subsample", type=int, help="keep N random training mazes (CSV sources)")
+    m.add_argument("--test-generate", type=count, metavar="N", help="generate N test mazes (default: 10%% held out)")
+    m.add_argument("--subsample", type=count, help="keep N random training mazes (CSV sources)")
     m.add_argument("--seed", type=int, default=0)
 
     a = tasks.add_parser("arc", help="ARC-AGI-1/2: official encoding, augmentation and routing")
@@ -148,15 +165,46 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="a web page and JSON API that solve puzzles, streaming every supervision step (trm[serve])",
+        description="Concurrent requests share the engine's batched supervision steps (one worker owns the model). "
+        "ARC test inputs are solved with the blank puzzle identifier, without fine-tuning.",
+    )
+    p.add_argument("checkpoint", type=Path, help="checkpoint or run directory (its newest checkpoint)")
+    p.add_argument("--task", choices=("sudoku", "maze", "arc"), help="the task of a checkpoint without task.json")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--no-batching", action="store_true", help="one puzzle at a time (the load test's baseline)")
+    p.add_argument(
+        "--batch-wait-ms", type=float, default=2.0, help="an idle engine waits this long for more requests (2)"
+    )
+    p.add_argument("--max-body", type=int, default=512 * 1024, help="largest request body in bytes (512 KiB)")
+    p.add_argument("--max-queue", type=int, default=1024, help="puzzles outstanding before 503 (1024)")
+    _add_inference(p)
+    p.add_argument("--device", default="auto")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("trm")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trm", description="Tiny Recursive Models: train, evaluate and solve puzzles."
     )
+    parser.add_argument("--version", action="version", version=f"trm {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="build 6x6 Sudoku data, train a small TRM on CPU, solve held-out puzzles")
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="where data and the run go")
-    d.add_argument("--steps", type=int, help="training steps (default: the demo preset's)")
+    d.add_argument("--steps", type=count, help="training steps (default: the demo preset's)")
     d.add_argument("--seed", type=int, default=0)
 
     _add_data(sub)
@@ -173,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("data", type=Path)
     e.add_argument("--split", default="test")
     _add_inference(e)
-    e.add_argument("--max-examples", type=int)
+    e.add_argument("--max-examples", type=count)
     e.add_argument("--save-outputs", type=Path, metavar="FILE.npz")
     e.add_argument("--device", default="auto")
     arc_opts = e.add_argument_group("ARC data (voting over augmentations)")
@@ -190,20 +238,25 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="feed every example the blank puzzle identifier: what is left without the learned task identity",
     )
-    e.add_argument("--show", type=int, default=0, metavar="N", help="render N test examples with their predictions")
+    e.add_argument("--show", type=non_negative, default=0, metavar="N", help="render N test examples and predictions")
     e.add_argument("--show-dir", type=Path, help="also save the --show renderings as PNG files here")
 
     s = sub.add_parser("solve", help="solve puzzles with a checkpoint")
     s.add_argument("checkpoint", type=Path)
     s.add_argument("puzzle", help="a puzzle string, a file of puzzles, or - for stdin; for ARC a task JSON file")
     _add_inference(s)
-    s.add_argument("--trace", action="store_true", help="print the answer after every supervision step")
+    s.add_argument(
+        "--trace",
+        action="store_true",
+        help="print the answer after every supervision step: cells changed (*), wrong (x), halting probability",
+    )
     s.add_argument(
         "--out",
         type=Path,
         metavar="FILE",
         help="write the answers: JSONL, one object per puzzle (answer, valid, steps, confidence); for ARC the "
-        "two attempts in the Kaggle submission format",
+        "two attempts in the Kaggle submission format; FILE.png (all steps) or FILE.gif (a frame per step) "
+        "draws the trace instead (FILE_N.png for puzzle N of several)",
     )
     s.add_argument("--device", default="auto")
     sa = s.add_argument_group(
@@ -222,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("official", type=Path, help="official checkpoint file (all_config.yaml beside it)")
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--config", type=Path, help="all_config.yaml, if not beside the checkpoint")
-    c.add_argument("--seq-len", type=int, help="sequence length, when the checkpoint does not show it")
+    c.add_argument("--seq-len", type=count, help="sequence length, when the checkpoint does not show it")
     c.add_argument(
         "--fit-data",
         type=Path,
@@ -264,35 +317,65 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--device", default="auto")
 
     _add_compare(sub)
+    _add_serve(sub)
+
+    pl = sub.add_parser("plot", help="training and evaluation curves of one or several runs (needs matplotlib)")
+    pl.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories (with metrics.jsonl)")
+    pl.add_argument(
+        "--out", type=Path, metavar="FILE.png", help="where to write (default RUN_DIR/curves.png, or curves.png)"
+    )
 
     i = sub.add_parser("info", help="print a preset's or checkpoint's config and parameter count")
-    i.add_argument("target", nargs="?", help="preset name or checkpoint directory")
+    i.add_argument("target", nargs="?", help="preset name, checkpoint directory or Hub id (org/name[@revision])")
     i.add_argument("--presets", action="store_true", help="list the presets")
+
+    h = sub.add_parser("push", help="upload a checkpoint with a model card to the Hugging Face Hub (trm[hf])")
+    h.add_argument("checkpoint", type=Path, help="checkpoint or run directory (its newest checkpoint)")
+    h.add_argument("repo_id", help="Hub model repository, org/name (created if needed)")
+    h.add_argument("--private", action="store_true", help="create the repository private")
+    h.add_argument("--token", help="Hub access token (default: HF_TOKEN or the token of `hf auth login`)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command: bad input is one `trm: error:` line and exit status 2, any other failure one line and
+    exit status 1 (TRM_DEBUG=1 raises instead, with the traceback)."""
     args = build_parser().parse_args(argv)
-    import torch
-
-    from trm import commands
-
-    # Denormal floats slow every CPU op they touch (trm's float32 training step ran 10% slower than with them
-    # flushed, BENCHMARKS.md section 2); flushing them to zero changes results only below 1e-38.
-    torch.set_flush_denormal(True)
+    debug = bool(os.environ.get("TRM_DEBUG"))
     from trm.errors import TRMError
 
-    user_errors: tuple[type[BaseException], ...] = (TRMError,)
     try:
+        import torch
+
+        from trm import commands
+
+        # Denormal floats slow every CPU op they touch (trm's float32 training step ran 10% slower than with them
+        # flushed, BENCHMARKS.md section 2); flushing them to zero changes results only below 1e-38.
+        torch.set_flush_denormal(True)
         return getattr(commands, args.command)(args) or 0
-    except user_errors as err:
-        if os.environ.get("TRM_DEBUG"):
+    except TRMError as err:
+        if debug:
             raise
         print(f"trm: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("trm: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # trm.run_state.TrainingInterrupted says where training stopped
+        print(f"trm: {err or 'interrupted'}", file=sys.stderr)
+        return getattr(err, "exit_code", 130)
+    except OSError as err:  # a path given that cannot be read or written: bad input too
+        if debug:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"trm: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # a bug: still one line, with the way to the traceback
+        if debug:
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(
+            f"trm: error: internal error ({type(err).__name__}: {first}); rerun with TRM_DEBUG=1 for the traceback",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

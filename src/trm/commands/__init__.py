@@ -14,8 +14,9 @@ from trm.commands.comparison import compare
 from trm.commands.infer import eval, solve  # noqa: A004 - the command's name
 from trm.errors import CheckpointError, ConfigError
 from trm.models import load_checkpoint
+from trm.serve.command import serve
 
-__all__ = ["bench", "compare", "convert", "data", "demo", "eval", "info", "solve", "train"]
+__all__ = ["bench", "compare", "convert", "data", "demo", "eval", "info", "plot", "push", "serve", "solve", "train"]
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -176,6 +177,14 @@ def _bench_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def plot(args: argparse.Namespace) -> int:
+    from trm.plot import plot_runs
+
+    out = args.out or (args.runs[0] / "curves.png" if len(args.runs) == 1 else Path("curves.png"))
+    print(f"curves of {len(args.runs)} run(s) written to {plot_runs(args.runs, out)}")
+    return 0
+
+
 def info(args: argparse.Namespace) -> int:
     from trm.config import build_train_config, list_presets
     from trm.models import build_model
@@ -183,8 +192,10 @@ def info(args: argparse.Namespace) -> int:
     if args.presets or not args.target:
         print("presets: " + ", ".join(list_presets()))
         return 0
+    from trm.hub import parse_hub_id
+
     target = Path(args.target)
-    if target.exists():
+    if target.exists() or parse_hub_id(args.target):
         model, path = load_checkpoint(target, torch.device("cpu"))
         print(f"checkpoint: {path}")
         print(yaml.safe_dump({"model": model.config.model_dump()}, sort_keys=False), end="")
@@ -193,4 +204,12 @@ def info(args: argparse.Namespace) -> int:
         model = build_model(cfg.model)
         print(yaml.safe_dump(cfg.model_dump(), sort_keys=False), end="")
     print(f"trainable parameters: {model.num_parameters():,}")
+    return 0
+
+
+def push(args: argparse.Namespace) -> int:
+    from trm.hub import push as upload
+
+    url = upload(args.checkpoint, args.repo_id, private=args.private, token=args.token)
+    print(f"pushed {args.checkpoint} to {url}")
     return 0

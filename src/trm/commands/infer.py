@@ -11,6 +11,8 @@ import numpy as np
 
 from trm.errors import CheckpointError, ConfigError, TRMError
 from trm.models import load_checkpoint
+from trm.models.base import resolve_checkpoint
+from trm.progress import progress
 
 
 def inference_config(args: argparse.Namespace, **extra):
@@ -42,8 +44,6 @@ def _hooks(*hooks):
 
 
 def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
-    from tqdm import tqdm
-
     from trm import distributed
     from trm.data import load_split
     from trm.evaluate import SolutionCounter, check_fits, evaluate
@@ -54,10 +54,8 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
     d = distributed.init(args.device)
     rank, world, device = d.rank, d.world_size, d.device
     try:
-        checkpoints = [args.checkpoint, *args.ensemble]
-        for path in checkpoints:  # a typo in a path fails before any work
-            if not Path(path).exists():
-                raise CheckpointError(f"{path}: no such checkpoint")
+        # a typo in a path fails before any work; a Hub id is downloaded now
+        checkpoints = [resolve_checkpoint(path) for path in (args.checkpoint, *args.ensemble)]
         ds = load_split(args.data, args.split)
         collector = VoteCollector.for_data(args.data) if args.split == "test" else None
         if collector is None and (args.submission or args.ensemble):
@@ -88,7 +86,7 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
             counter = SolutionCounter(task) if task is not None and task.checkable and world == 1 else None
             checker = checker_for(task) if task is not None else None
             Engine(model, inference, checker)  # a policy the task cannot serve fails before the progress bar
-            with tqdm(total=total, desc=f"eval {ckpt.name}", unit="ex", file=sys.stderr, disable=rank != 0) as bar:
+            with progress(total=total, desc=f"eval {ckpt.name}", unit="ex", disable=rank != 0) as bar:
                 res = evaluate(
                     model,
                     ds,
@@ -142,48 +140,52 @@ def _read_puzzle_arg(text: str, task) -> list[str]:
     if text == "-":
         return task.split(sys.stdin.read())
     if Path(text).is_file():
-        return task.split(Path(text).read_text())
+        try:
+            return task.split(Path(text).read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise TRMError(f"{text}: not a puzzle file (not UTF-8 text)") from None
     return [text]
 
 
 def solve(args: argparse.Namespace) -> int:
     import time
 
-    from tqdm import tqdm
-
     from trm.inference import policy_for, solve_puzzles
     from trm.models.base import pick_device
     from trm.tasks import task_for
+    from trm.trace import from_solution, is_picture, numbered, save_trace, trace_text
 
     device = pick_device(args.device)
     model, ckpt = load_checkpoint(args.checkpoint, device)
     task = task_for(ckpt, model.config)
-    config = inference_config(args, trace=args.trace)
+    picture = is_picture(args.out)  # --out FILE.png / FILE.gif: the trace as a picture instead of the answers
+    config = inference_config(args, trace=args.trace or picture)
     if task.name == "arc":
         return _solve_arc(args, model, task, config)
     puzzles = _read_puzzle_arg(args.puzzle, task)
     if not puzzles:
         raise TRMError("no puzzles given")
     brief = len(puzzles) > 10 and not args.trace  # many puzzles: one line each, not a grid each
-    out = _open_output(args.out)
+    out = None if picture else _open_output(args.out)
     started = time.perf_counter()
     valid = steps = compute = 0
-    bar = tqdm(total=len(puzzles), desc="solving", unit="puzzle", file=sys.stderr, disable=len(puzzles) < 2)
+    bar = progress(total=len(puzzles), desc="solving", unit="puzzle", disable=len(puzzles) < 2)
     try:
         for i, sol in enumerate(solve_puzzles(model, task, puzzles, config)):
             bar.update(1)
             valid, steps, compute = valid + sol.valid, steps + sol.steps, compute + sol.compute
             if out is not None:
                 out.write(json.dumps(_solution_record(i, task, sol)) + "\n")
+            traced = from_solution(task, sol) if args.trace or picture else None
+            if picture:
+                save_trace(traced, numbered(args.out, i + 1 if len(puzzles) > 1 else None))
             if brief:
                 print(f"{i + 1}\t{task.format(sol.answer)}\tvalid={int(sol.valid)}\tsteps={sol.steps}")
                 continue
             if len(puzzles) > 1:
                 print(f"# puzzle {i + 1}: {puzzles[i]}")
             if args.trace:
-                for step, (grid, q) in enumerate(zip(sol.trace, sol.q_trace, strict=True), 1):
-                    ok = task.is_solution(grid, sol.puzzle)
-                    print(f"step {step}: {task.format(grid)}  valid={ok}  halt probability {q:.3f}")
+                print(trace_text(traced))
             print(task.render(sol.answer, sol.puzzle))
             print(f"answer: {task.format(sol.answer)}")
             print(
@@ -202,8 +204,11 @@ def solve(args: argparse.Namespace) -> int:
         f"supervision steps per puzzle {compute / n:.2f}, {n / seconds:.1f} puzzles/s (policy {policy}, "
         f"step cap {config.max_steps or model.config.N_sup}, {config.samples} trajectory(ies) per puzzle)"
     )
-    if args.out:
+    if out is not None:
         print(f"answers written to {args.out}")
+    if picture:
+        where = args.out if len(puzzles) == 1 else f"{numbered(args.out, 'N')} (N: the puzzle's number)"
+        print(f"trace written to {where}")
     return 0
 
 
@@ -232,8 +237,6 @@ def _solution_record(i: int, task, sol) -> dict:
 def _solve_arc(args: argparse.Namespace, model, task, inference) -> int:
     from dataclasses import replace
 
-    from tqdm import tqdm
-
     from trm.adapt import AdaptConfig, solve_new_task
     from trm.inference import Engine, Request
     from trm.tasks import arc
@@ -246,7 +249,10 @@ def _solve_arc(args: argparse.Namespace, model, task, inference) -> int:
     ):
         if value < low:
             raise ConfigError(f"{flag} must be at least {low}, got {value}")
+    from trm.trace import Trace, is_picture, numbered, save_trace, trace_text
+
     Engine(model, inference)  # a policy or selection ARC cannot serve (no checker) fails before fine-tuning
+    picture = is_picture(args.out)  # --out FILE.png / FILE.gif: trace pictures instead of the submission
     tasks = arc.load_tasks(args.puzzle)
     cfg = AdaptConfig(
         aug=args.aug,
@@ -257,7 +263,7 @@ def _solve_arc(args: argparse.Namespace, model, task, inference) -> int:
     )
     submission, solved, known = {}, {"learned": 0, "blank": 0}, 0
     for item in tasks:
-        with tqdm(total=cfg.steps, desc=f"adapting {item.name}", unit="step", file=sys.stderr) as bar:
+        with progress(total=cfg.steps, desc=f"adapting {item.name}", unit="step") as bar:
 
             def tick(step: int, loss: float, bar=bar) -> None:
                 bar.update(1)
@@ -288,11 +294,16 @@ def _solve_arc(args: argparse.Namespace, model, task, inference) -> int:
             elif blank is not None:
                 same = np.array_equal(blank.attempts(i)[0], attempts[0])
                 print(f"blank identity's attempt 1 {'equals' if same else 'differs from'} the learned one")
-            if args.trace:
+            if args.trace or picture:
                 (traced,) = Engine(adapted, inference).run([Request(arc.encode_grid(x), 1)])
-                steps = [(f"step {k}", arc.crop(p)) for k, p in enumerate(traced.chosen.trace or [], 1)]
-                print("answer after each supervision step (original orientation, learned identity):")
-                print(arc.side_by_side(steps, colour=sys.stdout.isatty()))
+                steps = [arc.crop(p) for p in traced.chosen.trace]
+                trace = Trace(task, x, steps, traced.chosen.q_trace, truth)
+                if args.trace:
+                    print("answer after each supervision step (original orientation, learned identity):")
+                    print(trace_text(trace))
+                if picture:
+                    key = f"{item.name}_{i + 1}" if len(tasks) > 1 or len(item.test) > 1 else None
+                    print(f"(trace saved to {save_trace(trace, numbered(args.out, key))})")
             if args.show_dir:
                 from trm.render import save_png
 
@@ -308,7 +319,7 @@ def _solve_arc(args: argparse.Namespace, model, task, inference) -> int:
         if args.blank:
             summary += f", {solved['blank']} with the blank identity"
         print(summary)
-    if args.out:
+    if args.out and not picture:
         write_submission(args.out, submission)
         print(f"attempts written to {args.out}")
     return 0
