@@ -88,7 +88,7 @@ def test_round_trip_and_metadata(tmp_path):
     assert ds.group_indices.tolist() == [0, 2, 3, 6]
     assert ds.example_puzzle_ids().tolist() == [1, 1, 1, 2, 2, 2, 3, 4, 4, 5, 5, 6, 6]
     assert (ds.num_examples, ds.num_groups) == (13, 3)
-    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == sorted([*FILES, "dataset.json"])
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == sorted([*FILES, "dataset.json", "SHA256SUMS"])
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -277,11 +277,25 @@ def _truncate(path, n):
     ],
 )
 def test_corrupt_data_is_a_clear_error(tmp_path, damage, message):
+    """Structural checks, for data sets without SHA256SUMS (the official builders write none)."""
     write_random(tmp_path, [(1, 3), (1, 3), (1, 7)])
+    (tmp_path / "train" / "SHA256SUMS").unlink()
     damage(tmp_path / "train")
     with pytest.raises(DataError, match=message) as err:
         load_split(tmp_path, "train")
     assert "\n" not in str(err.value) and str(tmp_path / "train") in str(err.value)
+
+
+def test_a_bit_flip_in_a_data_file_is_named_by_its_checksum(tmp_path):
+    """Damage that keeps the structure valid (one token changed) is caught by the split's SHA256SUMS."""
+    write_random(tmp_path, [(1, 3), (1, 3), (1, 7)])
+    load_split(tmp_path, "train")  # intact: loads
+    path = tmp_path / "train" / "all__inputs.npy"
+    raw = bytearray(path.read_bytes())
+    raw[-1] = (raw[-1] + 1) % 4
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"all__inputs.npy: corrupt \(SHA-256 checksum mismatch"):
+        load_split(tmp_path, "train")
 
 
 def test_hrm_metadata_gets_a_hint(tmp_path):

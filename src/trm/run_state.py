@@ -33,7 +33,7 @@ from safetensors import SafetensorError
 
 from trm import distributed
 from trm.errors import CheckpointError, TRMError
-from trm.integrity import SUMS_NAME, sha256_file
+from trm.integrity import write_checksums
 from trm.supervision import Carry
 from trm.tasks import TASK_FILE
 
@@ -136,7 +136,7 @@ def write_dir_atomic(final: Path, fill: Callable[[Path], None]) -> None:
         tmp.mkdir(parents=True)
         fill(tmp)
         files = sorted(p for p in tmp.iterdir() if p.is_file())
-        (tmp / SUMS_NAME).write_text("".join(f"{sha256_file(p)}  {p.name}\n" for p in files))
+        write_checksums(tmp, files)
         for p in tmp.iterdir():
             with p.open("rb") as f:
                 os.fsync(f.fileno())

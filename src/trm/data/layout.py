@@ -36,6 +36,7 @@ from pydantic import BaseModel, ValidationError
 
 from trm.data.recipe import ROWS_RECIPE, recipe_rows
 from trm.errors import DataError
+from trm.integrity import SUMS_NAME, verify_checksums, write_checksums
 
 IGNORE_LABEL = -100
 SET_NAME = "all"
@@ -234,11 +235,14 @@ class DatasetWriter:
         self._closed = True
         meta_path = self.dir / "dataset.json"
         meta_path.unlink(missing_ok=True)  # the old split (if any) stops looking valid before it changes
+        (self.dir / SUMS_NAME).unlink(missing_ok=True)
         for name, tmp in self._tmp.items():
             tmp.replace(self.dir / f"{SET_NAME}__{name}.npy")
         tmp = self.dir / "dataset.json.tmp"
         tmp.write_text(json.dumps(meta.model_dump()))
         tmp.replace(meta_path)
+        stored = [*self.dir.glob(f"{SET_NAME}__*.npy"), meta_path, self.dir / ROWS_RECIPE]
+        write_checksums(self.dir, [p for p in stored if p.is_file()])
         return meta
 
     def __enter__(self) -> DatasetWriter:
@@ -342,6 +346,7 @@ class PuzzleDataset:
             setattr(self, name, np.array(arr, dtype=np.int32))
         self._example_ids: np.ndarray | None = None
         if check:
+            verify_checksums(self.dir, DataError)
             self.validate()
 
     def path_of(self, name: str) -> Path:
