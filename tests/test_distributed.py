@@ -35,6 +35,7 @@ def ided(tmp_path_factory) -> Path:
         np.save(out / split / "all__puzzle_identifiers.npy", ids)
         meta = json.loads((out / split / "dataset.json").read_text())
         (out / split / "dataset.json").write_text(json.dumps({**meta, "num_puzzle_identifiers": N_IDS + 1}))
+        (out / split / "SHA256SUMS").unlink()  # edited on purpose: its checksums no longer apply
     (out / "identifiers.json").write_text(json.dumps(["<blank>", *[f"p{i}" for i in range(1, N_IDS + 1)]]))
     return out
 

@@ -40,4 +40,7 @@ def verify_checksums(directory: Path, error: type[TRMError] = CheckpointError) -
         if not path.is_file():
             raise error(f"{path}: missing (listed in {sums})")
         if sha256_file(path) != digest:
-            raise error(f"{path}: corrupt (SHA-256 checksum mismatch with {sums})")
+            raise error(
+                f"{path}: corrupt (SHA-256 checksum mismatch with {sums}; "
+                "if you changed it on purpose, delete that file)"
+            )
