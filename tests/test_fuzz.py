@@ -8,9 +8,9 @@ per input); a command writes only under the output paths its argv names (the tre
 working directory, HOME, the temp and Hub-cache directories are compared before and after).
 
 Runs derandomized (the same kind of inputs on every run, so CI is not flaky): `EXAMPLES` inputs per test,
-1,371 tried in all on the development machine (printed at the end of the run: 800 strings and JSON objects,
-245 files, 200 override lists, 126 argv lists), about 40 s on two shared cores. `HYPOTHESIS_PROFILE=fuzz`
-fuzzes 50 times longer with fresh random inputs.
+1,521 tried in all on the development machine (printed at the end of the run: 800 strings and JSON objects,
+245 files, 200 override lists, 126 argv lists, 150 HTTP bodies), about 40 s on two shared cores.
+`HYPOTHESIS_PROFILE=fuzz` fuzzes 50 times longer with fresh random inputs.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from trm.inference import parse_policy
 from trm.models import TRM
 from trm.tasks import arc_format, maze, sudoku
 
-EXAMPLES = {"parsers": 200, "files": 120, "config": 200, "cli": 120}
+EXAMPLES = {"parsers": 200, "files": 120, "config": 200, "cli": 120, "http": 150}
 settings.register_profile(
     "ci", derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
 )
@@ -505,3 +505,53 @@ def test_cli_fails_with_one_line_and_writes_only_its_outputs(data, world, capsys
     changed = [Path(p) for p in before.keys() | after.keys() if before.get(p) != after.get(p)]
     stray = [p for p in changed if not any(p.is_relative_to(a) or a.is_relative_to(p) for a in allowed)]
     assert not stray, (argv, sorted(stray))
+
+
+# -- HTTP bodies through the server ------------------------------------------------------------------------------
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+PUZZLE_TEXT = st.text(alphabet="0123456789.# SGo\n-x", max_size=40)
+SOLVE_BODY = st.fixed_dictionaries(
+    {"task": st.sampled_from(["sudoku", "maze", "arc"]) | st.text(max_size=8), "puzzle": PUZZLE_TEXT | JSONISH},
+    optional={"steps": JSONISH, "halt": JSONISH, "extra": JSONISH},
+)
+BODIES = st.one_of(
+    st.binary(max_size=120),
+    JSONISH.map(json.dumps),
+    SOLVE_BODY.map(json.dumps),
+    SOLVE_BODY.map(lambda b: json.dumps(b)[: len(json.dumps(b)) // 2]),  # cut short
+)
+
+
+@pytest.fixture(scope="module")
+def serve_client():
+    from fastapi.testclient import TestClient
+
+    from trm.models import build_model
+    from trm.serve.app import create_app
+    from trm.tasks.sudoku import SudokuTask
+
+    torch.manual_seed(0)
+    cfg = dict(hidden_size=16, num_heads=2, num_layers=1, T=1, n=1, N_sup=2, puzzle_emb_ndim=0, dtype="float32")
+    model = build_model(ModelConfig(vocab_size=11, seq_len=16, **cfg)).eval()
+    with TestClient(create_app(model, SudokuTask(4), checkpoint="fuzz")) as client:
+        yield client
+
+
+@settings(max_examples=SCALE * EXAMPLES["http"])
+@given(body=BODIES, path=st.sampled_from(["/solve", "/solve/stream"]))
+def test_http_bodies_get_an_answer_or_a_clear_4xx_and_the_server_lives(serve_client, body, path):
+    """Random bytes, random JSON and damaged solve requests: every answer is 200 or a 4xx with a one-line
+    `detail`, never a 5xx, and the server answers /health afterwards."""
+    TRIED["HTTP bodies"] += 1
+    data = body if isinstance(body, bytes) else body.encode()
+    with alarm():
+        r = serve_client.post(path, content=data, headers={"content-type": "application/json"})
+    assert r.status_code == 200 or 400 <= r.status_code < 500, (body, r.status_code, r.text[:200])
+    if r.status_code != 200:
+        detail = r.json()["detail"]
+        assert isinstance(detail, str) and detail and "\n" not in detail, (body, detail)
+    assert serve_client.get("/health").status_code == 200

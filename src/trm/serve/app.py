@@ -222,8 +222,14 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     if bad_json is not None:
         reason = (bad_json.get("ctx") or {}).get("error", "not JSON")
         return JSONResponse({"detail": f"malformed JSON: {reason}"}, 400)
-    lines = [f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors]
+    lines = [f"{'.'.join(_field(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors]
     return JSONResponse({"detail": "; ".join(lines)}, 422)
+
+
+def _field(part: object) -> str:
+    """A field name as the client sent it, escaped if it holds control characters (the message stays one line)."""
+    text = str(part)
+    return text if text.isprintable() else repr(text)
 
 
 def create_app(
