@@ -130,3 +130,14 @@ def test_every_variant_trains_saves_loads_and_solves(name, data4, tmp_path, caps
     assert type(model) is want
     assert main(["solve", str(run), "12..34....21....", "--steps", "2"]) == 0
     assert "supervision steps: 2" in capsys.readouterr().out
+
+
+def test_a_model_must_define_the_whole_step_interface():
+    """The base class is abstract: a new model that forgets a member fails at construction, not mid-run."""
+
+    class Incomplete(RecursiveModel):  # no arch: stays out of the registry
+        def initial_state(self, batch_size):
+            return self._empty(batch_size), self._empty(batch_size)
+
+    with pytest.raises(TypeError, match="blocks_per_step"):
+        Incomplete(build_train_config("sudoku4-tiny").model)

@@ -15,6 +15,7 @@ import functools
 import json
 import math
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
@@ -120,9 +121,10 @@ def init_state(dim: int, *lead: int) -> torch.Tensor:
     return trunc_normal_(torch.empty(*lead, dim), std=1.0)
 
 
-class RecursiveModel(nn.Module):
+class RecursiveModel(nn.Module, ABC):
     """The input embedding and the heads; subclasses build their networks between `__init__` and
-    `_build_heads` (that order keeps TRM's parameter initialisation, hence its seeded runs, unchanged)."""
+    `_build_heads` (that order keeps TRM's parameter initialisation, hence its seeded runs, unchanged), and
+    define the abstract members below (the class cannot be instantiated without them)."""
 
     arch: ClassVar[str] = ""
     _registry: ClassVar[dict[str, type[RecursiveModel]]] = {}
@@ -160,14 +162,14 @@ class RecursiveModel(nn.Module):
 
     # -- what a subclass defines ----------------------------------------------------------------------------
     @property
+    @abstractmethod
     def blocks_per_step(self) -> int:
         """Network block applications in one supervision step of one puzzle (the unit of compute)."""
-        raise NotImplementedError
 
     @property
+    @abstractmethod
     def grad_blocks_per_step(self) -> int:
         """Of those, the ones on the gradient path (the rest run without gradients)."""
-        raise NotImplementedError
 
     @property
     def train_blocks_per_step(self) -> int:
@@ -176,8 +178,15 @@ class RecursiveModel(nn.Module):
         bootstrap = self.config.q_continue and self.config.N_sup > 1
         return self.blocks_per_step * (2 if bootstrap else 1)
 
+    @abstractmethod
     def initial_state(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """(y, z) for `batch_size` fresh puzzles: the saved initial states at every position."""
+
+    @abstractmethod
+    def forward(
+        self, y: torch.Tensor, z: torch.Tensor, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor
+    ) -> StepOutput:
+        """One supervision step from the carried (y, z)."""
 
     def reset_state(self, reset: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Put rows where `reset` is True back at the initial state."""
