@@ -57,11 +57,8 @@ def test_parse_runs_and_budget():
 
 # -- end to end --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def data4(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "sudoku4"
-    argv = ["data", "sudoku", "--out", str(out), "--generate", "60", "--size", "4", "--test-fraction", "0.3"]
-    assert main([*argv, "--seed", "1"]) == 0
-    return out
+def data4(sudoku4_data) -> Path:
+    return sudoku4_data("--generate", "60", "--test-fraction", "0.3", "--seed", "1")
 
 
 def argv_for(data: Path, out: Path, *extra: str) -> list[str]:

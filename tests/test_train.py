@@ -17,30 +17,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def data4(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "sudoku4"
-    assert (
-        main(
-            [
-                "data",
-                "sudoku",
-                "--out",
-                str(out),
-                "--generate",
-                "300",
-                "--size",
-                "4",
-                "--aug",
-                "8",
-                "--test-fraction",
-                "0.2",
-                "--seed",
-                "1",
-            ]
-        )
-        == 0
-    )
-    return out
+def data4(sudoku4_data) -> Path:
+    return sudoku4_data("--generate", "300", "--aug", "8", "--test-fraction", "0.2", "--seed", "1")
 
 
 def metrics_of(run_dir: Path, split: str) -> list[dict]:

@@ -23,11 +23,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture(scope="module")
-def data4(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "s4"
-    argv = ["data", "sudoku", "--out", str(out), "--generate", "100", "--size", "4", "--aug", "2"]
-    assert main([*argv, "--test-fraction", "0.2", "--seed", "5"]) == 0
-    return out
+def data4(sudoku4_data) -> Path:
+    return sudoku4_data("--generate", "100", "--aug", "2", "--test-fraction", "0.2", "--seed", "5")
 
 
 def rows(run: Path, split: str) -> list[dict]:

@@ -112,11 +112,8 @@ def test_a_switch_that_does_not_apply_is_one_config_error(overrides, message, ca
 
 
 @pytest.fixture(scope="module")
-def data4(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "sudoku4"
-    args = ["data", "sudoku", "--out", str(out), "--generate", "60", "--size", "4", "--test-fraction", "0.2"]
-    assert main([*args, "--seed", "3"]) == 0
-    return out
+def data4(sudoku4_data):
+    return sudoku4_data("--generate", "60", "--test-fraction", "0.2", "--seed", "3")
 
 
 @pytest.mark.slow
