@@ -20,6 +20,7 @@ from typing import Any
 
 from trm.config import TrainConfig, build_train_config
 from trm.errors import CheckpointError, ConfigError, DataError
+from trm.integrity import write_atomic
 
 RESULT_NAME = "result.json"
 OUTPUT_NAMES = ("compare.md", "compare.csv", "compare_runs.csv", "compare.png")
@@ -248,9 +249,7 @@ def collect_result(p: Planned) -> dict[str, Any]:
 def write_text(path: Path, text: str) -> None:
     """Atomically (a temporary file renamed into place): an interrupted write never looks finished."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_atomic(path, text.encode(), path.name)
 
 
 def run_one(p: Planned, progress: bool = True) -> dict[str, Any]:

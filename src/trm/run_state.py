@@ -33,14 +33,14 @@ from safetensors import SafetensorError
 
 from trm import distributed
 from trm.errors import CheckpointError, TRMError
-from trm.integrity import write_checksums
+from trm.integrity import TMP, cannot_save, fsync_dir, write_atomic, write_checksums
 from trm.supervision import Carry
 from trm.tasks import TASK_FILE
 
 STATE_NAME = "train_state.pt"
 CONFIG_NAME = "config.json"
 CARRY_FIELDS = ("y", "z", "steps", "halted")
-TMP, OLD = ".tmp", ".old"  # suffixes of a write in progress and of a checkpoint being replaced
+OLD = ".old"  # the suffix of a checkpoint being replaced
 _TRAILER = b"\n#trm-sha256:"  # + 64 hex digits + b"\n" after the torch.save bytes
 _TRAILER_LEN = len(_TRAILER) + 65
 
@@ -56,44 +56,6 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class TrainingDiverged(TRMError):
     """The loss or the weights became NaN or infinite; the state on disk is the last good one."""
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the renames in `directory` durable (where directories can be opened and synced)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _cannot_save(path: Path, what: str, err: BaseException) -> CheckpointError:
-    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-    kept = f"the previous {what} is intact" if path.exists() else f"no {what} was written"
-    return CheckpointError(f"{path}: cannot save the {what} ({reason}); {kept}")
-
-
-def write_atomic(path: Path, data: bytes | memoryview, what: str = "file", pause: float = 0.0) -> None:
-    """Replace `path` by `data` durably, or raise one CheckpointError line (a full disk) leaving it as it was.
-    `pause` seconds are slept half-way through the temporary file (the test hook)."""
-    tmp = path.with_name(path.name + TMP)
-    view = memoryview(data)
-    half = len(view) // 2 if pause else len(view)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(view[:half])
-            f.flush()
-            time.sleep(pause)
-            f.write(view[half:])
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise _cannot_save(path, what, err) from err
-    _fsync_dir(path.parent)
 
 
 def save_state(state: dict[str, Any], path: Path) -> None:
@@ -140,7 +102,7 @@ def write_dir_atomic(final: Path, fill: Callable[[Path], None]) -> None:
         for p in tmp.iterdir():
             with p.open("rb") as f:
                 os.fsync(f.fileno())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if final.exists():
             os.replace(final, old)
         os.replace(tmp, final)
@@ -148,9 +110,9 @@ def write_dir_atomic(final: Path, fill: Callable[[Path], None]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and not final.exists():
             os.replace(old, final)
-        raise _cannot_save(final, "checkpoint", err) from err
+        raise cannot_save(final, "checkpoint", err) from err
     shutil.rmtree(old, ignore_errors=True)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
 
 
 def clean_partial_writes(run_dir: Path, names: Iterable[str]) -> list[str]:

@@ -46,6 +46,7 @@ from trm.distributed import Dist
 from trm.errors import CheckpointError, ConfigError
 from trm.evaluate import evaluate
 from trm.inference.engine import InferenceConfig
+from trm.integrity import write_atomic
 from trm.models import build_model
 from trm.models.base import pick_device
 from trm.optim import EMA, AdamATan2, SignSGDEmbedding, cosine_scale
@@ -58,7 +59,6 @@ from trm.run_state import (
     TrainingInterrupted,
     clean_partial_writes,
     load_state,
-    write_atomic,
 )
 from trm.supervision import Carry, DeepSupervision, exploration_min_steps
 from trm.tasks.arc_eval import VoteCollector

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from trm.config import TrainConfig
 from trm.errors import CheckpointError
-from trm.run_state import write_atomic
+from trm.integrity import write_atomic
 
 METRICS_NAME = "metrics.jsonl"
 
