@@ -174,6 +174,13 @@ def test_policies_on_hand_set_q_values():
     assert parse_policy("q+min:4|valid")(v).tolist() == [True, False, True, True]  # + binds tighter than |
 
 
+def test_the_default_policy_on_hand_set_values():
+    # sigmoid(4.5) = 0.989 (not > 0.99), sigmoid(4.7) = 0.991, sigmoid(0.5) = 0.62, sigmoid(-0.5) = 0.38
+    v = view(q_halt=[4.7, 4.5, 4.5, 0.5, -0.5, 4.7], steps=[1, 1, 2, 2, 5, 3], stable=[0, 0, 1, 1, 4, 0])
+    # very sure: at once; fairly sure: only with a stable answer; never on a low Q, however stable
+    assert parse_policy("adaptive")(v).tolist() == [True, False, True, True, False, True]
+
+
 def test_the_q_threshold_half_is_exactly_the_trained_rule():
     v = view(q_halt=[0.0, 1e-6, -1e-6])
     assert parse_policy("q")(v).tolist() == [False, True, False]  # q_halt > 0
@@ -216,10 +223,10 @@ def test_bad_policies_are_config_errors(spec):
 
 
 def test_adaptive_is_the_default_policy_of_the_models_kind():
-    assert Engine(Scripted(), InferenceConfig(policy="adaptive")).policy.name == DEFAULT_POLICY == "q+stable:1"
+    assert Engine(Scripted(), InferenceConfig(policy="adaptive")).policy.name == DEFAULT_POLICY == "q:0.99|q+stable:1"
     hrm_style = Scripted()
     hrm_style.config.q_continue = True  # trained with the Q-continue head: halts by q_halt > q_continue
-    assert Engine(hrm_style, InferenceConfig(policy="adaptive")).policy.name == "q-continue+stable:1"
+    assert Engine(hrm_style, InferenceConfig(policy="adaptive")).policy.name == "q:0.99|q-continue+stable:1"
 
 
 def test_puzzle_identifiers_outside_the_table_are_refused():

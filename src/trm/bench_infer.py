@@ -45,7 +45,7 @@ def default_suite(
     n_sup: int,
     checkable: bool,
     samples: tuple[int, ...] = (4, 16),
-    noise: float = 1.0,
+    noise: float = 0.3,
     noise_mode: str = "init",
     policies: tuple[str, ...] = ("q", "q:0.9", "stable:1", "stable:2", "q+stable:1", "q+stable:2"),
     q_continue: bool = False,
@@ -55,7 +55,8 @@ def default_suite(
     and vote (and by the checker where the task has one)."""
     cases = [InferCase(f"fixed {n_sup} (reference)", None)]
     cases += [InferCase(f"fixed {k * n_sup}", InferenceConfig(max_steps=k * n_sup)) for k in (1, 2, 4)]
-    extra = ["q-continue"] if q_continue else []
+    extra = [policy_for("adaptive", q_continue).name]  # the default adaptive policy (bare --halt)
+    extra += ["q-continue"] if q_continue else []
     extra += ["valid", "q|valid"] if checkable else []
     for policy in dict.fromkeys((*policies, *extra)):  # each once, in order
         cases.append(InferCase(f"halt {policy}", InferenceConfig(policy=policy)))

@@ -104,8 +104,8 @@ def _add_inference(p: argparse.ArgumentParser) -> None:
         const="adaptive",
         default="fixed",
         metavar="POLICY",
-        help="halting policy: bare --halt is the default adaptive policy (q+stable:1); fixed (default: run to the "
-        "step cap), q[:t] (Q head, sigmoid(q_halt) > t), q-continue, stable[:k] (answer unchanged for k steps), "
+        help="halting policy: bare --halt is the default adaptive policy (q:0.99|q+stable:1); fixed (default: run to "
+        "the step cap), q[:t] (Q head, sigmoid(q_halt) > t), q-continue, stable[:k] (answer unchanged for k steps), "
         "valid (the task's checker), min:m, giveup:t (sigmoid(q_halt) < t); combine with + (and) or | (or), "
         "e.g. 'q:0.9|stable:2'",
     )
@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--max-examples", type=int, help="the first N test examples (default all)")
     bi.add_argument("--batch-size", type=int, default=256, help="pool / batch rows (default 256)")
     bi.add_argument("--samples", type=int, nargs="+", default=[4, 16], help="trajectory counts to try (default 4 16)")
-    bi.add_argument("--noise", type=float, default=1.0, help="noise scale of the sampled trajectories (default 1.0)")
+    bi.add_argument("--noise", type=float, default=0.3, help="noise scale of the sampled trajectories (default 0.3)")
     bi.add_argument("--noise-mode", default="init", help="init, step or both (default init)")
     bi.add_argument("--policies", nargs="+", help="halting policies to try (default: a standard list)")
     bi.add_argument("--json", type=Path, metavar="FILE", help="write the records as JSON")

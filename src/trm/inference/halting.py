@@ -29,7 +29,11 @@ import torch
 
 from trm.errors import ConfigError
 
-DEFAULT_POLICY = "q+stable:1"  # chosen by measurement: BENCHMARKS.md section 7 (`trm bench --infer`)
+# Chosen by measurement (BENCHMARKS.md section 7, `trm bench --infer` and benchmarks/halting_sweep.py): stop at
+# once when the Q head is very sure (sigmoid(q_halt) > 0.99), else when it says "right" and the answer has not
+# changed for a step. The Q head alone halts wrong answers; asking for stability fixes that, and the 0.99 escape
+# saves the confirming step on the puzzles the model is sure of.
+DEFAULT_POLICY = "q:0.99|q+stable:1"
 
 
 def adaptive_policy(q_continue: bool) -> str:
