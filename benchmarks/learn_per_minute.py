@@ -6,13 +6,17 @@ the same cores and the same puzzles, evaluated on the same held-out puzzles.
 
 Per case, one run after the other (nothing else may run on the cores), each in its own process:
 - `trm`: `trm train PRESET data=DATA max_time=M` plus `--trm-extra` overrides: trm's own path (bfloat16
-  where the CPU runs it natively, the learning-rate cosine over the budget). Evaluated at the fixed N_sup and
-  with `--samples` trajectories (noise 1.0 on the initial state, the Q head picks: model-only selection).
-- `official`: benchmarks/learn_official.py with the same preset's recipe in official names at `--official-dtype`
-  (its schedule over the preset's epochs, as pretrain.py defines it), evaluated at N_sup.
-- `same`: trm at the official run's settings (that dtype, the schedule over the preset's epochs, no budget
-  schedule), evaluated every `--eval-every` epochs, stopped at M minutes: its time to the official run's final
-  accuracy separates the training engine's share of any lead from the recipe's.
+  where the CPU runs it natively, the learning-rate cosine over the budget, the preset's depth curriculum).
+  Evaluated at the fixed N_sup and with `--samples` trajectories (Gaussian noise of scale `--noise` on the
+  initial state, every trajectory halting by the default adaptive policy, the Q head picks: model-only).
+- `official`: benchmarks/learn_official.py with the official recipe in official names at `--official-dtype`:
+  the preset plus `--official-overrides` (trm `key=value` overrides, e.g. `global_batch_size=64 epochs=57`
+  for the official code's best settings on these cores), without what the official code lacks (no time
+  budget: its schedule runs over the recipe's epochs, as pretrain.py defines it; no depth curriculum).
+  Evaluated at N_sup.
+- `same`: trm at exactly the official run's recipe (that dtype, the schedule over its epochs, no budget, no
+  curriculum), evaluated every `--eval-every` epochs, stopped at M minutes: its time to the official run's
+  final accuracy separates the training engine's share of any lead from the recipe's.
 """
 
 from __future__ import annotations
@@ -45,11 +49,15 @@ def eval_metrics(out: str) -> dict[str, float]:
     return {m[1]: float(m[2]) for m in re.finditer(r"^(\S+)\s+([-\d.e+]+)$", out, re.M)}
 
 
-def official_args(preset: str) -> list[str]:
-    """The preset's recipe as learn_official.py options."""
+# what the official code cannot do, taken out of the recipe it is compared with (and of the `same` run)
+OFFICIAL_ONLY = ["max_time=null", "depth_schedule=[]"]
+
+
+def official_args(preset: str, overrides: list[str]) -> list[str]:
+    """The official recipe (the preset, `overrides`, OFFICIAL_ONLY) as learn_official.py options."""
     from trm.config import build_train_config
 
-    cfg = build_train_config(preset)
+    cfg = build_train_config(preset, [*overrides, *OFFICIAL_ONLY])
     m = cfg.model
     args = [
         "--hidden-size", m.hidden_size, "--num-heads", m.num_heads, "--expansion", m.expansion,
@@ -95,12 +103,15 @@ def run_case(name: str, data: str, preset: str, args: argparse.Namespace, work: 
         )
         state = json.loads((run / "config.json").read_text())
         fixed = eval_metrics(sh([*TRM, "eval", str(run), data]))
-        sampled = eval_metrics(sh([*TRM, "eval", str(run), data, "--samples", str(args.samples), "--noise", "1.0"]))
+        sampled = eval_metrics(
+            sh([*TRM, "eval", str(run), data, "--halt", "--samples", str(args.samples), "--noise", str(args.noise)])
+        )
         last = eval_rows(run)[-1]
         out["trm"] = dict(
             overrides=args.trm_extra, dtype=state["model"]["dtype"], steps=last["step"],
             wall_s=time.perf_counter() - started, exact_fixed=fixed["exact_accuracy"],
-            exact_sampled=sampled["exact_accuracy"], samples=args.samples,
+            exact_sampled=sampled["exact_accuracy"], samples=args.samples, noise=args.noise,
+            sampled_steps_per_puzzle=sampled["compute"],
         )  # fmt: skip
     if "official" in args.runs:
         rec = work / f"{name}-official.json"
@@ -114,14 +125,18 @@ def run_case(name: str, data: str, preset: str, args: argparse.Namespace, work: 
                 args.official,
                 "--dtype",
                 args.official_dtype,
-                *official_args(preset),
+                *official_args(preset, args.official_overrides),
             ]
         )
         r = json.loads(rec.read_text())
-        out["official"] = dict(dtype=args.official_dtype, steps=r["steps"], exact=r["exact_accuracy"])
+        out["official"] = dict(
+            dtype=args.official_dtype, overrides=args.official_overrides, steps=r["steps"],
+            train_s=r["train_seconds"], exact=r["exact_accuracy"],
+        )  # fmt: skip
     if "same" in args.runs:
         run = work / f"{name}-same"
-        cmd = [*TRM, "train", preset, f"data={data}", f"model.dtype={args.official_dtype}"]
+        cmd = [*TRM, "train", preset, f"data={data}", *args.official_overrides, *OFFICIAL_ONLY]
+        cmd += [f"model.dtype={args.official_dtype}"]
         cmd += [f"eval_interval={args.eval_every}", "--run-dir", str(run), "--no-progress"]
         with contextlib.suppress(subprocess.TimeoutExpired):  # stopped at the budget: its evaluations count
             sh(cmd, timeout=minutes * 60)
@@ -146,7 +161,11 @@ def main() -> None:
     p.add_argument("--official-dtype", default="bfloat16", help="the official side's forward_dtype")
     p.add_argument("--runs", nargs="+", default=["trm", "official", "same"], choices=["trm", "official", "same"])
     p.add_argument("--trm-extra", nargs="*", default=[], help="overrides for the trm run (its best settings)")
+    p.add_argument(
+        "--official-overrides", nargs="*", default=[], help="trm overrides of the official (and `same`) recipe"
+    )
     p.add_argument("--samples", type=int, default=16)
+    p.add_argument("--noise", type=float, default=0.3, help="noise scale of the sampled trajectories")
     p.add_argument("--eval-every", type=int, default=5, help="epochs between the `same` run's evaluations")
     p.add_argument("--work", type=Path, default=Path("learn_runs"))
     p.add_argument("--out", type=Path, required=True)
