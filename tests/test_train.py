@@ -250,7 +250,7 @@ def test_bench_infer_compares_policies_on_a_checkpoint(trained, data4, tmp_path,
     ref, fixed = by_name["fixed 4 (reference)"], by_name["fixed 4"]
     assert ref["exact"] == fixed["exact"] and ref["valid"] == fixed["valid"]  # the same answers
     assert by_name["fixed 16"]["mean_steps"] == 16 and by_name["halt stable:1"]["mean_steps"] <= 4
-    assert by_name["2 samples, noise 1 init, select vote"]["compute"] == 8
+    assert by_name["2 samples, noise 0.3 init, select vote"]["compute"] == 8
     assert {r["kind"] for r in records} == {"reference", "model", "checker"}
     assert all(r["count"] == 24 for r in records)
     assert "| fixed 4 (reference) | reference |" in (tmp_path / "b.md").read_text()
