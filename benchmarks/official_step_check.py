@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from trm.checkpoint import read_official, read_weights
+from trm.checkpoint import read_official, warm_start
 from trm.config import build_train_config
 from trm.data.layout import load_split
 from trm.data.sampling import TrainSampler
@@ -63,9 +63,8 @@ def main() -> None:
         torch.save(official_state_dict(official), path)
         ours = RecursiveModel.from_state(m, read_official(path), "the official initialisation")
         if args.start:
-            trained = read_weights(args.start)
-            ours.load_state_dict({k: v.to(ours.state_dict()[k].dtype) for k, v in trained.items()})
-            official.load_state_dict(to_official(official, trained, Path(tmp)))
+            warm_start(ours, args.start)
+            official.load_state_dict(to_official(official, ours.state_dict(), Path(tmp)))
     sup = DeepSupervision(ours).train()
     official.train()
     opts = [AdamATan2(x.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1) for x in (ours, official)]
