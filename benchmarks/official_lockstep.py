@@ -1,0 +1,173 @@
+"""A whole trm training run and the official training loop in lockstep: same initial weights, same batches,
+same ACT exploration draws, each code's own training step, schedule and EMA; then both evaluated.
+
+    python benchmarks/official_lockstep.py DATA --official CHECKOUT [--preset P] [--set key=value ...]
+        [--every 50] [--steps N] [--out FILE]
+
+trm's side is `trm.train.Trainer.train_step` (the step `trm train` runs: warm-up + cosine lr, AdamATan2, EMA,
+exploration from `exploration_min_steps`). The official side is pretrain.py's `train_batch` plus `EMAHelper`,
+set up as in learn_official.py (its shims and CPU model). The official model starts from trm's initial weights
+(mapped by `official_step_check.to_official`), each step is fed the batch trm's sampler gave trm, and its
+exploration line (`torch.rand_like(...) < p` times `torch.randint_like(...)`) is fed trm's draws for that step.
+So every random stream is shared and only the code differs: if the two training steps compute the same thing,
+the losses agree (to bf16 round-off growing slowly through training) and so do the final accuracies. This is
+how BENCHMARKS.md section 9 separates "the codes differ" from "the random streams differ" at identical settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from trm.checkpoint import read_official
+from trm.config import build_train_config
+from trm.reference import official_state_dict
+from trm.supervision import BATCH_KEYS, exploration_min_steps
+from trm.train import Trainer
+
+HERE = Path(__file__).resolve().parent
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+learn_official = _script("learn_official")
+learn_per_minute = _script("learn_per_minute")
+step_check = _script("official_step_check")
+
+
+@contextlib.contextmanager
+def exploration(min_steps: torch.Tensor) -> Iterator[None]:
+    """Make the official exploration line draw `min_steps` (0 = no exploration for that row)."""
+    rand_like, randint_like = torch.rand_like, torch.randint_like
+    torch.rand_like = lambda x, **_: torch.where(min_steps > 0, 0.0, 1.0).to(x.dtype).view_as(x)
+    torch.randint_like = lambda x, low=0, high=None, **_: torch.where(min_steps > 0, min_steps, low).to(x.dtype)
+    try:
+        yield
+    finally:
+        torch.rand_like, torch.randint_like = rand_like, randint_like
+
+
+def trm_named(official_model: torch.nn.Module, tmp: Path) -> dict[str, torch.Tensor]:
+    path = tmp / "official.pt"
+    torch.save(official_state_dict(official_model), path)
+    return read_official(path)
+
+
+def max_weight_diff(trainer: Trainer, official_model: torch.nn.Module, tmp: Path) -> float:
+    """Over the trained parameters (the fixed initial states are stored in bf16 by the official bf16 model)."""
+    ours = dict(trainer.model.named_parameters())
+    theirs = trm_named(official_model, tmp)
+    return max(float((p.detach().float() - theirs[k].float()).abs().max()) for k, p in ours.items())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("data", type=Path)
+    p.add_argument("--official", required=True)
+    p.add_argument("--preset", default="sudoku9-cpu")
+    p.add_argument("--set", nargs="*", default=[], help="trm overrides (e.g. global_batch_size=64 epochs=38 seed=1)")
+    p.add_argument("--steps", type=int, default=None, help="stop after this many steps (default: the schedule)")
+    p.add_argument("--every", type=int, default=50)
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+
+    overrides = [*args.set, *learn_per_minute.OFFICIAL_ONLY]
+    cfg = build_train_config(args.preset, [f"data={args.data}", "eval_interval=100000", *overrides])
+    if cfg.model.dtype not in ("float32", "bfloat16"):
+        raise SystemExit("pass model.dtype=float32 or model.dtype=bfloat16 (the official code has no `auto`)")
+    opts = learn_official.parse_args(
+        [
+            "--data",
+            str(args.data),
+            "--minutes",
+            "1e9",
+            "--out",
+            "-",
+            "--official",
+            args.official,
+            *learn_per_minute.official_args(args.preset, args.set),
+            "--dtype",
+            cfg.model.dtype,
+        ]
+    )
+    off = learn_official.import_official(args.official)
+    pt = off.pretrain
+    config = learn_official.pretrain_config(off, opts)
+    kw = dict(global_batch_size=config.global_batch_size, rank=0, world_size=1)
+    _, train_meta = pt.create_dataloader(config, "train", test_set_mode=False, epochs_per_iter=1, **kw)
+    eval_loader, _ = pt.create_dataloader(config, "test", test_set_mode=True, epochs_per_iter=1, **kw)
+    pt.create_model = learn_official.cpu_create_model(off)
+    state = pt.init_train_state(config, train_meta, rank=0, world_size=1)
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        trainer = Trainer(cfg, tmp / "run", progress=False)
+        state.model.load_state_dict(step_check.to_official(state.model, trainer.model.state_dict(), tmp))
+        if trainer.total_steps != state.total_steps:
+            raise SystemExit(f"schedules differ: trm {trainer.total_steps} steps, official {state.total_steps}")
+        ema = off.ema.EMAHelper(mu=config.ema_rate)
+        ema.register(state.model)
+        state.model.train()
+        trainer.sup.train()
+        B, steps = cfg.global_batch_size, args.steps or state.total_steps
+        batches = iter(trainer.sampler)
+        log, t0 = [], time.perf_counter()
+        print(f"lockstep: {steps} of {state.total_steps} steps, batch {B}, dtype {cfg.model.dtype}", flush=True)
+        for _ in range(steps):
+            batch = {k: v for k, v in next(batches).items() if k in BATCH_KEYS}
+            m = cfg.model
+            draws = exploration_min_steps(cfg.seed, trainer.step, B, m.N_sup, m.halt_exploration_prob)
+            ours = trainer.train_step(batch)
+            if state.carry is None:
+                state.carry = state.model.initial_carry(batch)
+            with exploration(draws):
+                theirs = pt.train_batch(
+                    config, state, {k: learn_official._OnCPU(v) for k, v in batch.items()}, B, rank=0, world_size=1
+                )
+            ema.update(state.model)
+            if trainer.step % args.every == 0 or trainer.step == steps:
+                row = dict(
+                    step=trainer.step,
+                    trm_lm_loss=float(ours["lm_loss"]) / B,
+                    official_lm_loss=float(theirs["train/lm_loss"]),
+                    trm_halted=int(trainer.carries[0].halted.sum()),
+                    official_halted=int(state.carry.halted.sum()),
+                    max_weight_diff=max_weight_diff(trainer, state.model, tmp),
+                    seconds=round(time.perf_counter() - t0, 1),
+                )
+                log.append(row)
+                print(
+                    "  ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
+                    flush=True,
+                )
+        ours_eval = trainer.run_eval()
+        theirs_eval = learn_official.evaluate(off, ema.ema_copy(state.model), eval_loader)
+    result = dict(
+        overrides=overrides,
+        steps=steps,
+        log=log,
+        trm_exact=ours_eval.get("exact_accuracy"),
+        official_exact=theirs_eval["exact_accuracy"],
+    )
+    print(f"held-out exact: trm {result['trm_exact']:.4f}  official {result['official_exact']:.4f}", flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
