@@ -71,7 +71,7 @@ from typing import Any
 import torch
 
 import trm.optim
-from trm.reference import build_official, load_official
+from trm.reference import build_official, load_official, official_state_dict
 
 PROGRESS_EVERY_S = 30.0
 DEFAULT_OFFICIAL = os.environ.get("TRM_OFFICIAL_DIR")
@@ -87,6 +87,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-loader-worker", action="store_true", help="iterate PuzzleDataset in-process")
+    p.add_argument(
+        "--save-init",
+        metavar="FILE",
+        help="save the initial weights as an official checkpoint (`trm train ... init_from=FILE` starts from them); "
+        "with --minutes 0, stop there",
+    )
     a = p.add_argument_group("architecture (config/arch/trm.yaml keys)")
     a.add_argument("--hidden-size", type=int, default=64)
     a.add_argument("--num-heads", type=int, default=4)
@@ -373,6 +379,11 @@ def main(argv: list[str] | None = None) -> None:
     pt.create_model = cpu_create_model(off)  # adjustment 2
     state = pt.init_train_state(config, train_meta, rank=0, world_size=1)
     num_params = sum(p.numel() for p in state.model.parameters())
+    if args.save_init:
+        torch.save(official_state_dict(state.model), args.save_init)
+        print(f"initial weights -> {args.save_init}", flush=True)
+        if args.minutes == 0:
+            return
     source = train_loader.dataset if args.no_loader_worker else train_loader
     print(
         f"official TRM ({off.root}): {num_params:,} parameters, {state.total_steps} scheduled steps "
