@@ -73,6 +73,24 @@ def test_converted_checkpoint_matches_official_outputs(name, seq_len, cls, field
         assert z.numel() == 0
 
 
+@pytest.mark.parametrize("name,seq_len,cls,fields", CASES, ids=[c[0].removeprefix("official_") for c in CASES])
+def test_a_seed_gives_the_official_initial_weights(name, seq_len, cls, fields, tmp_path):
+    """Under the same torch seed a fresh model draws exactly the official initialisation (the fixtures' weights
+    are it, under manual_seed(0), except the Q head and puzzle embeddings, perturbed afterwards), so seeded runs
+    start where the official code's runs with that seed start."""
+    out, _ = convert_official(FIXTURES / name / "step_10", tmp_path / "ckpt", seq_len=seq_len)
+    official = RecursiveModel.from_pretrained(out)
+    torch.manual_seed(0)
+    fresh = type(official)(official.config)
+    perturbed = ("q_head.", "puzzle_emb.")
+    compared = 0
+    for key, value in official.state_dict().items():
+        if not key.startswith(perturbed):
+            torch.testing.assert_close(fresh.state_dict()[key], value, rtol=0, atol=0, msg=key)
+            compared += 1
+    assert compared >= 6
+
+
 @pytest.mark.parametrize("name,seq_len", [("official_hrm_tiny", 16), ("official_hrm_tiny_learned", None)])
 def test_hrm_training_step_matches_the_official_losses_and_q_learning_target(name, seq_len, tmp_path):
     """One training-mode ACT step (no exploration): the halting decisions, the LM and halting losses and the

@@ -126,7 +126,7 @@ def test_two_gloo_processes_train_like_one_with_a_resume_in_the_middle(ided, tmp
     assert ea.pop("split") == eb.pop("split") == "eval"
     assert ea.pop("elapsed_s") > 0 and eb.pop("elapsed_s") > 0  # wall clocks differ
     assert ea["count"] == eb["count"] == load_split(ided, "test").num_examples
-    assert ea == pytest.approx(eb, rel=1e-5, abs=1e-6)
+    assert ea == pytest.approx(eb, rel=1e-4, abs=1e-6)  # weights agree to summation order (below): 1e-4
     sa = torch.load(one / "train_state.pt", weights_only=False)
     sb = torch.load(two / "train_state.pt", weights_only=False)
     for key in sa["model"]:  # includes puzzle_emb.weight, the sparse table

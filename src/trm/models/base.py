@@ -122,9 +122,13 @@ def init_state(dim: int, *lead: int) -> torch.Tensor:
 
 
 class RecursiveModel(nn.Module, ABC):
-    """The input embedding and the heads; subclasses build their networks between `__init__` and
-    `_build_heads` (that order keeps TRM's parameter initialisation, hence its seeded runs, unchanged), and
-    define the abstract members below (the class cannot be instantiated without them)."""
+    """The input embedding and the heads; subclasses build their networks after `__init__`, then their
+    initial states, and define the abstract members below (the class cannot be instantiated without them).
+
+    Tensors draw their initial values in the official order (token embedding, output head, Q head, positions,
+    the reasoning layers, the initial states), so a seed gives the official code's own initial weights for that
+    seed (`torch.manual_seed` before building): the initial draw is the largest single source of seed-to-seed
+    variance in short runs (BENCHMARKS.md section 9, fourth round)."""
 
     arch: ClassVar[str] = ""
     _registry: ClassVar[dict[str, type[RecursiveModel]]] = {}
@@ -143,6 +147,7 @@ class RecursiveModel(nn.Module, ABC):
         d = cfg.hidden_size
         self.embed_scale = math.sqrt(d)
         self.embed_tokens = Embedding(cfg.vocab_size, d, init_std=1 / self.embed_scale)
+        self._build_heads()
         self.puzzle_emb = (
             PuzzleEmbedding(cfg.num_puzzle_identifiers, cfg.puzzle_emb_ndim) if cfg.puzzle_emb_ndim else None
         )

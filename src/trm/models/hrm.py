@@ -25,7 +25,6 @@ class HRM(RecursiveModel):
         cfg, d = self.config, config.hidden_size
         self.f_H = Reasoner(cfg, cfg.h_layers)
         self.f_L = Reasoner(cfg, cfg.num_layers)
-        self._build_heads()
         self.register_buffer("y_init", init_state(d))
         self.register_buffer("z_init", init_state(d))
 

@@ -20,7 +20,6 @@ class Transformer(RecursiveModel):
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.net = Reasoner(self.config, self.config.num_layers)
-        self._build_heads()
         self.register_buffer("y_init", init_state(config.hidden_size))
 
     @property

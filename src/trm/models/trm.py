@@ -33,7 +33,6 @@ class TRM(RecursiveModel):
         super().__init__(config)
         cfg, d = self.config, config.hidden_size
         self.net = Reasoner(cfg, cfg.num_layers)
-        self._build_heads()
         if cfg.latent != "single":
             self.register_buffer("y_init", init_state(d))
         self.register_buffer("z_init", init_state(d, *((cfg.z_count,) if cfg.latent == "multi" else ())))
