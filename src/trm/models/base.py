@@ -144,6 +144,7 @@ class RecursiveModel(nn.Module, ABC):
             raise ConfigError(f"config is for arch {config.arch!r}, not {self.arch!r}")
         self.config = cfg = config
         self.T, self.n = cfg.T, cfg.n  # the recursion depth in use: the config's, unless a curriculum lowers it
+        self._dtype_for: tuple[str, torch.device, torch.dtype] | None = None  # see compute_dtype
         d = cfg.hidden_size
         self.embed_scale = math.sqrt(d)
         self.embed_tokens = Embedding(cfg.vocab_size, d, init_std=1 / self.embed_scale)
@@ -201,7 +202,13 @@ class RecursiveModel(nn.Module, ABC):
     # -- shared pieces --------------------------------------------------------------------------------------
     @property
     def compute_dtype(self) -> torch.dtype:
-        return resolve_dtype(self.config.dtype, self.embed_tokens.weight.device)
+        """Resolved once per (config dtype, device): resolving reads the environment and /proc/cpuinfo, which
+        inside a compiled step would be a graph break at every forward."""
+        name, device = self.config.dtype, self.embed_tokens.weight.device
+        cached = self._dtype_for
+        if cached is None or cached[0] != name or cached[1] != device:
+            cached = self._dtype_for = (name, device, resolve_dtype(name, device))
+        return cached[2]
 
     def _broadcast(self, init: torch.Tensor, batch_size: int, *lead: int) -> torch.Tensor:
         """A saved [*lead, D] initial state at every position of every row: [B, *lead, P+L, D]."""
