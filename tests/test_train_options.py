@@ -140,3 +140,38 @@ def test_warm_start_from_a_trm_run_and_a_model_that_does_not_fit(data4, tmp_path
     assert not (tmp_path / "x" / "config.json").exists()  # nothing written for a run that cannot start
     assert train(f"init_from={tmp_path / 'missing'}", run="y") == 2
     assert "no such checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mixer", ["mlp", "attention"])
+def test_the_training_step_traces_to_one_graph_with_the_sparse_puzzle_table(data4, tmp_path, mixer):
+    """compile=true compiles the supervision step; a graph break (host work such as reading the dtype
+    from /proc/cpuinfo, or a leaf tensor made in the forward) would split it at every call."""
+    extra = ["model.pos_encoding=rope"] if mixer == "attention" else []
+    cfg = build_train_config("sudoku4-tiny", [f"data={data4}", "global_batch_size=16", f"model.mixer={mixer}", *extra])
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    batch = next(iter(trainer.sampler))
+    carry = trainer.sup.initial_carry(batch)
+    explore = torch.zeros(16, dtype=torch.long)
+    trainer.sup(carry, batch, explore)  # the first call makes the puzzle rows' leaf, outside any graph
+    assert trainer.model.puzzle_emb is not None
+    explained = torch._dynamo.explain(trainer.sup)(carry, batch, explore)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+
+
+@pytest.mark.slow
+def test_compiled_training_follows_eager_training(data4, tmp_path):
+    """compile=true (inductor on the CPU) runs the same steps as eager, with micro-batches and the sparse
+    table: float32 losses agree to fused-kernel rounding."""
+    common = [f"data={data4}", "global_batch_size=32", "micro_batch_size=16", "max_steps=3", "log_every=1"]
+    for c in ("false", "true"):
+        assert (
+            main(["train", "sudoku4-tiny", *common, f"compile={c}", "--run-dir", str(tmp_path / c), "--no-progress"])
+            == 0
+        )
+    eager, compiled = rows(tmp_path / "false", "train"), rows(tmp_path / "true", "train")
+    assert [r["step"] for r in eager] == [r["step"] for r in compiled] == [1, 2, 3]
+    for a, b in zip(eager, compiled, strict=True):
+        assert a["lm_loss"] == pytest.approx(b["lm_loss"], rel=1e-4)
+        assert a["q_halt_loss"] == pytest.approx(b["q_halt_loss"], rel=1e-3, abs=1e-6)
+    table = read_weights(tmp_path / "true")
+    assert any("puzzle_emb" in k and v.abs().sum() > 0 for k, v in table.items())  # the table was trained

@@ -137,6 +137,7 @@ class SignSGDEmbedding:
         if last is not None and last[1].grad is not None:
             ids = last[0].reshape(-1)
             self._pending.append((ids, last[1].grad.reshape(ids.shape[0], -1)))
+            last[1].grad = None  # the leaf may be reused by the next forward: its next gradient starts afresh
         self.embedding.last = None
 
     @torch.no_grad()

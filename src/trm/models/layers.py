@@ -175,19 +175,32 @@ class PuzzleEmbedding(nn.Module):
     """Per-puzzle learned vector, zero-initialised, trained by sparse sign-SGD on the rows in the batch only.
 
     The table is a buffer, not a Parameter: the dense optimizer, weight decay and EMA never touch it. In a
-    training forward with grad enabled we gather the batch rows into a fresh leaf tensor and remember it in
-    `last`, so `trm.optim.SignSGDEmbedding` can update exactly the touched rows.
+    training forward with grad enabled we copy the batch rows into a leaf tensor and remember it in `last`,
+    so `trm.optim.SignSGDEmbedding` can update exactly the touched rows. The leaf persists between steps and
+    is only refilled (under no_grad), as in the official code: a leaf made inside the forward would break a
+    compiled step's graph there.
     """
 
     def __init__(self, num_ids: int, dim: int):
         super().__init__()
         self.register_buffer("weight", torch.zeros(num_ids, dim))
         self.last: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._local: torch.Tensor | None = None  # [B, dim], requires grad; remade when B or the device changes
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         ids = ids.long()
         if self.training and torch.is_grad_enabled():
-            local = self.weight[ids].detach().requires_grad_(True)
+            local = self._local
+            if local is None or local.shape[0] != ids.shape[0] or local.device != self.weight.device:
+                local = self._local = _new_leaf(ids.shape[0], self.weight)
+            with torch.no_grad():
+                local.copy_(self.weight[ids])
             self.last = (ids, local)
             return local
         return self.weight[ids]
+
+
+@torch.compiler.disable
+def _new_leaf(rows: int, table: torch.Tensor) -> torch.Tensor:
+    """Outside any compiled graph: made once per batch size, the compiled step then only refills it."""
+    return torch.zeros(rows, table.shape[1], dtype=table.dtype, device=table.device, requires_grad=True)
