@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -97,7 +98,8 @@ def _cli(args: list[str], processes: int) -> None:
     """`trm` under torchrun with `processes` ranks (or plain, for 1), one thread each: with equal thread
     counts the per-rank and per-micro-batch kernels are the same, so the sums can be compared bit for bit."""
     exe = Path(sys.executable)
-    head = [str(exe.with_name("torchrun")), "--nproc-per-node", str(processes)] if processes > 1 else [str(exe)]
+    torchrun = [str(exe.with_name("torchrun")), "--standalone", "--nproc-per-node", str(processes)]
+    head = torchrun if processes > 1 else [str(exe)]  # --standalone: a free port, not a fixed 29500
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([*head, "-m", "trm.cli", *args], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -166,3 +168,31 @@ def test_two_gloo_processes_train_like_one_with_a_resume_in_the_middle(ided, tmp
     for key in ("y", "z"):  # after T * (n + 1) applications of the network the 1e-6 differences grow
         torch.testing.assert_close(s1["carry"][key], sb["carry"][key], rtol=1e-3, atol=2e-3, msg=key)
     assert (two / "checkpoints" / "step_6" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_two_nodes_by_rendezvous_train_like_one_process(ided, tmp_path):
+    """The README's multi-machine command (`--nnodes 2 --rdzv-backend c10d --rdzv-endpoint HOST:PORT`), both
+    "machines" on this one: the ranks meet through the rendezvous, train bit-identically to one process that
+    accumulates the same slices, and only global rank 0 speaks on the terminal."""
+    common = [f"data={ided}", "global_batch_size=32", "lr_min_ratio=1", "log_every=1", "eval_interval=1000"]
+    common.append("max_steps=4")
+    acc, nodes = tmp_path / "acc", tmp_path / "nodes"
+    _cli(["train", "sudoku4-tiny", *common, "micro_batch_size=16", "--run-dir", str(acc), "--no-progress"], 1)
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    launch = [str(torchrun), "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d"]
+    launch += ["--rdzv-endpoint", f"localhost:{port}", "--rdzv-id", "trm-test", "-m", "trm.cli"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["train", "sudoku4-tiny", *common, "--run-dir", str(nodes), "--no-progress"]
+    procs = [subprocess.Popen([*launch, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)]
+    procs.append(subprocess.Popen([*launch, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    assert sorted("final eval:" in out for out, _ in outs) == [False, True]  # one node holds global rank 0
+    sa, sb = _state(acc), _state(nodes)
+    for key in sa["model"]:
+        assert torch.equal(sa["model"][key], sb["model"][key]), key
+    assert _rows(acc, "eval")[-1]["exact_accuracy"] == _rows(nodes, "eval")[-1]["exact_accuracy"]

@@ -7,11 +7,13 @@ paths never touch torch.distributed.
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from trm.errors import ConfigError
 from trm.models.base import pick_device
@@ -33,6 +35,23 @@ class Dist:
     @property
     def active(self) -> bool:
         return self.world_size > 1
+
+
+def launched_as_main() -> bool:
+    """Whether torchrun (if any) made this process global rank 0: the one that speaks on the terminal."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def data_parallel(d: Dist, module: torch.nn.Module) -> torch.nn.Module:
+    """`module` under DDP when the run has several processes. DDP averages the dense gradients; buffers are
+    not synced every forward, since the puzzle-embedding table (a buffer) is updated identically on every rank
+    (SignSGDEmbedding gathers its rows). torch 2.13 names that `forward_sync_buffers`, older ones
+    `broadcast_buffers`."""
+    if not d.active:
+        return module
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    option = "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"
+    return DistributedDataParallel(module, **{option: False})
 
 
 def init(device_name: str = "auto") -> Dist:

@@ -35,7 +35,6 @@ from typing import NoReturn
 import numpy as np
 import torch
 from pydantic import ValidationError
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from trm import distributed
@@ -131,9 +130,7 @@ class Trainer(RunState):
         self.sup = DeepSupervision(self.model, cfg.loss_type, cfg.supervision_decay)
         if cfg.compile:
             self.sup.compile()  # in place, as the official code compiles its loss head: names stay the same
-        # DDP averages the dense gradients; the puzzle-embedding table is a buffer that every rank updates
-        # identically (SignSGDEmbedding gathers its rows), so buffers are not broadcast.
-        self.step_fn = DistributedDataParallel(self.sup, broadcast_buffers=False) if d.active else self.sup
+        self.step_fn = distributed.data_parallel(d, self.sup)
         self.opt = AdamATan2(
             self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay
         )

@@ -28,6 +28,7 @@ def demo(args: argparse.Namespace) -> int:
 
 def train(args: argparse.Namespace) -> int:
     from trm.config import build_train_config
+    from trm.distributed import launched_as_main
     from trm.train import resume
     from trm.train import train as run_train
     from trm.train_log import format_metrics
@@ -43,8 +44,9 @@ def train(args: argparse.Namespace) -> int:
         cfg = build_train_config(args.preset, args.overrides)
         run_dir = args.run_dir or Path("runs") / args.preset
         metrics = run_train(cfg, run_dir, progress=progress)
-        print(f"run directory: {run_dir}")
-    if metrics:
+        if launched_as_main():  # under torchrun, rank 0 alone speaks
+            print(f"run directory: {run_dir}")
+    if metrics and launched_as_main():
         print("final eval: " + format_metrics(metrics))
     return 0
 
