@@ -121,19 +121,8 @@ def test_two_gloo_processes_train_like_one_with_a_resume_in_the_middle(ided, tmp
     common = [f"data={ided}", "global_batch_size=32", "lr_min_ratio=1", "log_every=1", "eval_interval=1000"]
     one, acc, two = tmp_path / "one", tmp_path / "acc", tmp_path / "two"
     assert main(["train", "sudoku4-tiny", *common, "max_steps=6", "--run-dir", str(one), "--no-progress"]) == 0
-    _cli(
-        [
-            "train",
-            "sudoku4-tiny",
-            *common,
-            "micro_batch_size=16",
-            "max_steps=6",
-            "--run-dir",
-            str(acc),
-            "--no-progress",
-        ],
-        1,
-    )
+    accumulating = ["micro_batch_size=16", "max_steps=6", "--run-dir", str(acc), "--no-progress"]
+    _cli(["train", "sudoku4-tiny", *common, *accumulating], 1)
     _cli(["train", "sudoku4-tiny", *common, "max_steps=3", "--run-dir", str(two), "--no-progress"], 2)
     cfg = json.loads((two / "config.json").read_text())
     (two / "config.json").write_text(json.dumps({**cfg, "max_steps": 6}))  # continue to the full length
@@ -160,7 +149,9 @@ def test_two_gloo_processes_train_like_one_with_a_resume_in_the_middle(ided, tmp
     assert ea["count"] == eb["count"] == load_split(ided, "test").num_examples
     assert ea == pytest.approx(eb, rel=1e-9, abs=1e-12)  # per-rank sums: only their order can differ
 
-    s1 = _state(one)  # one batch of 32 rows sums its gradients in another order than two slices of 16
+    e1 = _rows(one, "eval")[-1]  # one batch of 32 rows sums its gradients in another order than two slices
+    assert {k: v for k, v in e1.items() if k not in ("split", "elapsed_s")} == pytest.approx(eb, rel=1e-4, abs=1e-6)
+    s1 = _state(one)
     for key in s1["model"]:
         torch.testing.assert_close(s1["model"][key], sb["model"][key], rtol=1e-4, atol=1e-5, msg=key)
     for key in ("steps", "halted"):
@@ -176,7 +167,7 @@ def test_two_nodes_by_rendezvous_train_like_one_process(ided, tmp_path):
     "machines" on this one: the ranks meet through the rendezvous, train bit-identically to one process that
     accumulates the same slices, and only global rank 0 speaks on the terminal."""
     common = [f"data={ided}", "global_batch_size=32", "lr_min_ratio=1", "log_every=1", "eval_interval=1000"]
-    common.append("max_steps=4")
+    common += ["max_steps=4"]
     acc, nodes = tmp_path / "acc", tmp_path / "nodes"
     _cli(["train", "sudoku4-tiny", *common, "micro_batch_size=16", "--run-dir", str(acc), "--no-progress"], 1)
     with socket.socket() as s:
@@ -186,9 +177,10 @@ def test_two_nodes_by_rendezvous_train_like_one_process(ided, tmp_path):
     launch = [str(torchrun), "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d"]
     launch += ["--rdzv-endpoint", f"localhost:{port}", "--rdzv-id", "trm-test", "-m", "trm.cli"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = ["train", "sudoku4-tiny", *common, "--run-dir", str(nodes), "--no-progress"]
-    procs = [subprocess.Popen([*launch, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)]
-    procs.append(subprocess.Popen([*launch, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    node = [*launch, "train", "sudoku4-tiny", *common, "--run-dir", str(nodes), "--no-progress"]
+    procs = [
+        subprocess.Popen(node, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
     assert sorted("final eval:" in out for out, _ in outs) == [False, True]  # one node holds global rank 0
