@@ -185,16 +185,16 @@ class PuzzleEmbedding(nn.Module):
         super().__init__()
         self.register_buffer("weight", torch.zeros(num_ids, dim))
         self.last: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._local: torch.Tensor | None = None  # [B, dim], requires grad; remade when B or the device changes
+        self._local: torch.Tensor | None = None  # [B, dim], requires grad; remade when B or the table moves
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         ids = ids.long()
         if self.training and torch.is_grad_enabled():
-            local = self._local
-            if local is None or local.shape[0] != ids.shape[0] or local.device != self.weight.device:
-                local = self._local = _new_leaf(ids.shape[0], self.weight)
+            local, table = self._local, self.weight
+            if local is None or (len(local), local.device, local.dtype) != (len(ids), table.device, table.dtype):
+                local = self._local = _new_leaf(ids.shape[0], table)
             with torch.no_grad():
-                local.copy_(self.weight[ids])
+                local.copy_(table[ids])
             self.last = (ids, local)
             return local
         return self.weight[ids]
