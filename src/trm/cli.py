@@ -345,13 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     from trm.errors import TRMError
 
     try:
-        import torch
-
         from trm import commands
+        from trm.runtime import tune_process
 
-        # Denormal floats slow every CPU op they touch (trm's float32 training step ran 10% slower than with them
-        # flushed, BENCHMARKS.md section 2); flushing them to zero changes results only below 1e-38.
-        torch.set_flush_denormal(True)
+        tune_process()
         return getattr(commands, args.command)(args) or 0
     except TRMError as err:
         if debug:
