@@ -1,7 +1,8 @@
-"""Train the official TRM implementation on the CPU for a wall-clock budget, then evaluate it: the official side
-of a "learning per CPU-minute" comparison with trm (`trm train ... max_time`).
+"""Train the official TRM implementation for a wall-clock budget, then evaluate it: the official side of a
+"learning per CPU-minute" (or GPU-minute) comparison with trm (`trm train ... max_time`).
 
     python benchmarks/learn_official.py --data DATA_DIR --minutes 10 --out official.json [--official CHECKOUT]
+        [--device cuda [--compile]]
 
 DATA_DIR is a data set in the official layout (`trm data sudoku ...` writes it: train/ and test/ splits).
 CHECKOUT is a checkout of https://github.com/SamsungSAILMontreal/TinyRecursiveModels (default
@@ -23,15 +24,16 @@ checkout is not modified. What we change at run time, and why:
    placeholder class). `adam_atan2` (a CUDA-only extension) is always replaced by a module whose `AdamATan2`
    is `trm.optim.AdamATan2`, the same arithmetic (adam-atan2 0.0.3) in plain PyTorch.
 2. `create_model` builds inside `with torch.device("cuda")`, so `init_train_state` runs with
-   `pretrain.create_model` replaced by a CPU equivalent: the same model config (arch keys plus batch size,
-   vocab size, sequence length, puzzle identifiers from the train metadata), the model built by
-   `build_official` on the CPU, and the same optimizers in the same order and with the same base lrs
-   ([sign-SGD on the puzzle embedding,] AdamATan2 on `model.parameters()`). No `torch.compile` (as
-   `DISABLE_COMPILE`), and no checkpoint loading.
+   `pretrain.create_model` replaced by an equivalent on `--device`: the same model config (arch keys plus
+   batch size, vocab size, sequence length, puzzle identifiers from the train metadata), the model built by
+   `build_official` there, and the same optimizers in the same order and with the same base lrs
+   ([sign-SGD on the puzzle embedding,] AdamATan2 on `model.parameters()`). `torch.compile` only with
+   `--compile` (pretrain.py compiles unless `DISABLE_COMPILE`; on the CPU that does not pay), and no
+   checkpoint loading.
 3. `train_batch` moves the batch with `v.cuda()` and creates the first carry under `torch.device("cuda")`.
-   We create the first carry ourselves (`model.initial_carry(batch)`, on the CPU, before the first call, so
-   that branch is skipped) and hand it the batch as a dict of tiny wrappers whose `.cuda()` returns the CPU
-   tensor. The function itself runs unchanged.
+   We create the first carry ourselves (`model.initial_carry(batch)`, on `--device`, before the first call, so
+   that branch is skipped) and hand it the batch as a dict of tiny wrappers whose `.cuda()` returns the
+   tensor on `--device`. The function itself runs unchanged.
 4. `evaluate` hard-codes CUDA (batches, carries and the metric accumulator), so evaluation is a small loop
    here with the same semantics: `model.eval()` (the official ACT then halts only after `halt_max_steps`),
    `torch.inference_mode()`, each test batch from the official test loader (`test_set_mode`, batches of
@@ -85,6 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="JSON record to write")
     p.add_argument("--official", default=DEFAULT_OFFICIAL, help="official checkout (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default: %(default)s)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model, as pretrain.py does on a GPU")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-loader-worker", action="store_true", help="iterate PuzzleDataset in-process")
     p.add_argument(
@@ -202,8 +206,10 @@ def pretrain_config(off: types.SimpleNamespace, args: argparse.Namespace) -> Any
     )
 
 
-def cpu_create_model(off: types.SimpleNamespace) -> Callable[..., tuple[torch.nn.Module, list, list[float]]]:
-    """pretrain.create_model, built on the CPU (adjustment 2); same signature and return value."""
+def device_create_model(
+    off: types.SimpleNamespace, device: str, compile: bool = False
+) -> Callable[..., tuple[torch.nn.Module, list, list[float]]]:
+    """pretrain.create_model, built on `device` (adjustment 2); same signature and return value."""
     pt = off.pretrain  # pt.AdamATan2 is our shim's class, as pretrain.py imported it
 
     def create_model(config: Any, train_metadata: Any, rank: int, world_size: int):
@@ -217,8 +223,10 @@ def cpu_create_model(off: types.SimpleNamespace) -> Callable[..., tuple[torch.nn
             causal=False,
         )
         model = build_official(
-            model_cfg, loss_type=config.arch.loss.loss_type, path=off.root, device="cpu", dtype=extra["forward_dtype"]
+            model_cfg, loss_type=config.arch.loss.loss_type, path=off.root, device=device, dtype=extra["forward_dtype"]
         )
+        if compile:
+            model = torch.compile(model)  # as pretrain.py, after the model is built and before the optimizers
         betas = (config.beta1, config.beta2)
         adam = pt.AdamATan2(model.parameters(), lr=0, weight_decay=config.weight_decay, betas=betas)
         if config.arch.puzzle_emb_ndim == 0:
@@ -231,16 +239,17 @@ def cpu_create_model(off: types.SimpleNamespace) -> Callable[..., tuple[torch.nn
     return create_model
 
 
-class _OnCPU:
-    """A tensor stand-in whose `.cuda()` returns the CPU tensor, so train_batch's `v.cuda()` is a no-op."""
+class _OnDevice:
+    """A tensor stand-in whose `.cuda()` returns the tensor on the run's device, so train_batch's `v.cuda()`
+    moves it there (on the CPU: a no-op)."""
 
-    __slots__ = ("tensor",)
+    __slots__ = ("tensor", "device")
 
-    def __init__(self, tensor: torch.Tensor):
-        self.tensor = tensor
+    def __init__(self, tensor: torch.Tensor, device: torch.device):
+        self.tensor, self.device = tensor, device
 
     def cuda(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return self.tensor
+        return self.tensor.to(self.device, non_blocking=True)
 
 
 # ---------------------------------------------------------------------------------------------- train / eval
@@ -271,7 +280,9 @@ class _Window:
         }
 
 
-def train(off: types.SimpleNamespace, config: Any, state: Any, source: Any, budget_s: float) -> dict[str, Any]:
+def train(
+    off: types.SimpleNamespace, config: Any, state: Any, source: Any, budget_s: float, device: torch.device
+) -> dict[str, Any]:
     """The official training loop (launch's inner loop: train_batch, then EMA update), cut at `budget_s`."""
     pt = off.pretrain
     ema = None
@@ -286,9 +297,9 @@ def train(off: types.SimpleNamespace, config: Any, state: Any, source: Any, budg
     elapsed = 0.0
     for _set_name, batch, global_batch_size in source:
         if state.carry is None:  # adjustment 3: what train_batch would do under torch.device("cuda")
-            state.carry = state.model.initial_carry(batch)
+            state.carry = state.model.initial_carry({k: v.to(device) for k, v in batch.items()})
         metrics = pt.train_batch(
-            config, state, {k: _OnCPU(v) for k, v in batch.items()}, global_batch_size, rank=0, world_size=1
+            config, state, {k: _OnDevice(v, device) for k, v in batch.items()}, global_batch_size, rank=0, world_size=1
         )
         if metrics is not None:
             window.add({k.removeprefix("train/"): float(v) for k, v in metrics.items()})
@@ -314,7 +325,7 @@ def train(off: types.SimpleNamespace, config: Any, state: Any, source: Any, budg
 
 
 @torch.inference_mode()
-def evaluate(off: types.SimpleNamespace, model: torch.nn.Module, loader: Any) -> dict[str, Any]:
+def evaluate(off: types.SimpleNamespace, model: torch.nn.Module, loader: Any, device: torch.device) -> dict[str, Any]:
     """Official eval semantics (adjustment 4): every sequence runs all halt_max_steps, the argmax of the final
     logits is the answer; official per-set metrics plus pooled token / exact accuracy."""
     ignore = off.losses.IGNORE_LABEL_ID
@@ -323,6 +334,7 @@ def evaluate(off: types.SimpleNamespace, model: torch.nn.Module, loader: Any) ->
     tokens_right = tokens = puzzles_right = puzzles = examples = 0
     steps_seen: set[int] = set()
     for set_name, batch, effective in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
         carry = model.initial_carry(batch)
         steps = 0
         while True:
@@ -376,11 +388,12 @@ def main(argv: list[str] | None = None) -> None:
         config, "train", test_set_mode=False, epochs_per_iter=config.epochs, **kw
     )
     eval_loader, eval_meta = pt.create_dataloader(config, "test", test_set_mode=True, epochs_per_iter=1, **kw)
-    pt.create_model = cpu_create_model(off)  # adjustment 2
+    device = torch.device(args.device)
+    pt.create_model = device_create_model(off, device, args.compile)  # adjustment 2
     state = pt.init_train_state(config, train_meta, rank=0, world_size=1)
     num_params = sum(p.numel() for p in state.model.parameters())
     if args.save_init:
-        torch.save(official_state_dict(state.model), args.save_init)
+        torch.save(official_state_dict(getattr(state.model, "_orig_mod", state.model)), args.save_init)
         print(f"initial weights -> {args.save_init}", flush=True)
         if args.minutes == 0:
             return
@@ -392,13 +405,13 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
 
-    run = train(off, config, state, source, budget_s=args.minutes * 60.0)
+    run = train(off, config, state, source, budget_s=args.minutes * 60.0, device=device)
     del train_loader, source  # its worker is not needed any more
 
     t0 = time.perf_counter()
     ema = run.pop("ema")
     eval_model = ema.ema_copy(state.model) if ema is not None else state.model  # as launch(): "SWITCH TO EMA"
-    result = evaluate(off, eval_model, eval_loader.dataset if args.no_loader_worker else eval_loader)
+    result = evaluate(off, eval_model, eval_loader.dataset if args.no_loader_worker else eval_loader, device)
     eval_seconds = time.perf_counter() - t0
 
     train_s = run["train_seconds"]
@@ -419,6 +432,7 @@ def main(argv: list[str] | None = None) -> None:
         recent_train_metrics=run["recent_train_metrics"],  # means since the last progress line
         num_params=num_params,
         threads=torch.get_num_threads(),
+        device=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         loader="in-process" if args.no_loader_worker else "official DataLoader (1 worker)",
         torch=torch.__version__,
         python=platform.python_version(),

@@ -72,6 +72,7 @@ def official_args(preset: str, overrides: list[str]) -> list[str]:
     ]  # fmt: skip
     args += ["--attention"] if m.mixer == "attention" else ["--mlp-t"]
     args += [] if cfg.ema else ["--no-ema"]
+    args += ["--compile"] if cfg.compile else []
     return [str(a) for a in args]
 
 
@@ -95,6 +96,7 @@ def run_case(name: str, data: str, preset: str, args: argparse.Namespace, work: 
                 f"data={data}",
                 budget,
                 "eval_interval=100000",
+                f"device={args.device}",
                 *args.trm_extra,
                 "--run-dir",
                 str(run),
@@ -102,9 +104,23 @@ def run_case(name: str, data: str, preset: str, args: argparse.Namespace, work: 
             ]
         )
         state = json.loads((run / "config.json").read_text())
-        fixed = eval_metrics(sh([*TRM, "eval", str(run), data]))
+        fixed = eval_metrics(sh([*TRM, "eval", str(run), data, "--device", args.device]))
         sampled = eval_metrics(
-            sh([*TRM, "eval", str(run), data, "--halt", "--samples", str(args.samples), "--noise", str(args.noise)])
+            sh(
+                [
+                    *TRM,
+                    "eval",
+                    str(run),
+                    data,
+                    "--device",
+                    args.device,
+                    "--halt",
+                    "--samples",
+                    str(args.samples),
+                    "--noise",
+                    str(args.noise),
+                ]
+            )
         )
         last = eval_rows(run)[-1]
         out["trm"] = dict(
@@ -116,6 +132,7 @@ def run_case(name: str, data: str, preset: str, args: argparse.Namespace, work: 
     if "official" in args.runs:
         rec = work / f"{name}-official.json"
         cmd = [sys.executable, str(HERE / "learn_official.py"), "--data", data, "--minutes", str(minutes)]
+        cmd += ["--device", args.device]
         sh(
             [
                 *cmd,
@@ -136,7 +153,7 @@ def run_case(name: str, data: str, preset: str, args: argparse.Namespace, work: 
     if "same" in args.runs:
         run = work / f"{name}-same"
         cmd = [*TRM, "train", preset, f"data={data}", *args.official_overrides, *OFFICIAL_ONLY]
-        cmd += [f"model.dtype={args.official_dtype}"]
+        cmd += [f"model.dtype={args.official_dtype}", f"device={args.device}"]
         cmd += [f"eval_interval={args.eval_every}", "--run-dir", str(run), "--no-progress"]
         with contextlib.suppress(subprocess.TimeoutExpired):  # stopped at the budget: its evaluations count
             sh(cmd, timeout=minutes * 60)
@@ -167,6 +184,7 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=16)
     p.add_argument("--noise", type=float, default=0.3, help="noise scale of the sampled trajectories")
     p.add_argument("--eval-every", type=int, default=5, help="epochs between the `same` run's evaluations")
+    p.add_argument("--device", default="cpu", help="both sides' device: cpu or cuda (default: %(default)s)")
     p.add_argument("--work", type=Path, default=Path("learn_runs"))
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()

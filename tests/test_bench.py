@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from trm.bench import markdown, step_flops, summary
+from trm.bench import markdown, peak_flops, step_flops, summary
 from trm.cli import main
 from trm.config import build_train_config
 from trm.models import build_model
@@ -84,6 +84,23 @@ def test_table_and_summary_ratios_are_official_time_over_trm_time():
     assert "| p | 8 | bfloat16 | 1.000 | 1.000 | 1.00x | 2.00x |" in table
     ratios = summary(records)
     assert ratios["trm_vs_official"] == pytest.approx(1.5**0.5) and ratios["fast_path_vs_float32"] == 2.0
+
+
+def test_mfu_is_against_the_data_sheet_peak_of_a_known_gpu(monkeypatch):
+    names = iter(["NVIDIA H100 PCIe", "NVIDIA H200", "NVIDIA H100 80GB HBM3", "Tesla T4"])
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: next(names))
+    assert peak_flops("bfloat16", "cuda") == 756e12  # the PCIe card, not the SXM one
+    assert peak_flops("float32", "cuda") == 67e12
+    assert peak_flops("bfloat16", "cuda:0") == 989e12
+    assert peak_flops("bfloat16", "cuda") is None  # not in the table
+    assert peak_flops("bfloat16", "cpu") is None
+
+    def rec(impl, s):
+        flops = 1e12
+        return dict(preset="p", impl=impl, mode="train", batch=8, dtype="bfloat16", step_s=s, puzzles_per_s=8 / s,
+                    mfu=0.5, mfu_peak=flops / s / 4e12)  # fmt: skip
+
+    assert "| 50% | 50% | 25% | 6% |" in markdown([rec("trm", 1.0), rec("official", 4.0)])
 
 
 @pytest.mark.parametrize(

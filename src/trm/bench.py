@@ -185,9 +185,31 @@ def step_flops(cfg: ModelConfig, batch_size: int, mode: str) -> float:
     return cfg.N_sup * (total * blk + head)
 
 
-def matmul_ceiling(dtype: str, device: str = "cpu", n: int = 2048, repeats: int = 5) -> float:
-    """The best FLOP/s of an n x n matmul at this dtype on this device: the machine's practical ceiling."""
+# Dense peaks from NVIDIA's data sheets (FLOP/s, no sparsity), by a substring of the device name, first match
+# wins. float32 is the plain (non-TF32) rate: torch's default float32 matmul precision does not use TF32.
+GPU_PEAK_FLOPS = {
+    "H100 PCIe": {"bfloat16": 756e12, "float32": 51e12},
+    "H100": {"bfloat16": 989e12, "float32": 67e12},
+    "H200": {"bfloat16": 989e12, "float32": 67e12},
+    "A100": {"bfloat16": 312e12, "float32": 19.5e12},
+    "L40S": {"bfloat16": 362e12, "float32": 91.6e12},
+}
+
+
+def peak_flops(dtype: str, device: str) -> float | None:
+    """The GPU's data-sheet peak at this dtype (what MFU is usually quoted against); None off the table."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(dev)
+    return next((peaks.get(dtype) for key, peaks in GPU_PEAK_FLOPS.items() if key in name), None)
+
+
+def matmul_ceiling(dtype: str, device: str = "cpu", n: int | None = None, repeats: int = 5) -> float:
+    """The best FLOP/s of an n x n matmul at this dtype on this device: the machine's practical ceiling
+    (n 2048 on a CPU; 8192 on a GPU, which a smaller product does not fill)."""
     dev, dt = torch.device(device), getattr(torch, dtype)
+    n = n or (8192 if dev.type == "cuda" else 2048)
     a, b = torch.randn(n, n, device=dev).to(dt), torch.randn(n, n, device=dev).to(dt)
     best = float("inf")
     for _ in range(repeats + 1):
@@ -238,6 +260,7 @@ def run(
 
         ns = load_official(reference)
     ceilings = {dt: matmul_ceiling(dt, device) for dt in dtypes}
+    peaks = {dt: peak_flops(dt, device) for dt in dtypes}
     records = []
     for preset in presets:
         cfg = build_train_config(preset, list(overrides)).model
@@ -258,19 +281,23 @@ def run(
                             preset=preset, impl=impl, mode=mode, batch=batch, device=device, dtype=dtype,
                             step_s=seconds, puzzles_per_s=batch / seconds, flops_per_s=flops / seconds,
                             ceiling_flops_per_s=ceilings[dtype], mfu=flops / seconds / ceilings[dtype],
+                            peak_flops_per_s=peaks[dtype], mfu_peak=peaks[dtype] and flops / seconds / peaks[dtype],
                         )  # fmt: skip
                         records.append(rec)
+                        peak = f", {rec['mfu_peak']:.1%} of the data-sheet peak" if rec["mfu_peak"] else ""
                         progress(
                             f"{preset} batch {batch} {dtype} {impl:8s} {mode:14s} {seconds:8.3f} s  "
-                            f"{batch / seconds:8.1f} puzzles/s  {rec['mfu']:6.1%} of the matmul ceiling"
+                            f"{batch / seconds:8.1f} puzzles/s  {rec['mfu']:6.1%} of the matmul ceiling{peak}"
                         )
     return records
 
 
 def markdown(records: list[dict]) -> str:
     """A table per mode: trm and official side by side (ratio = official time / trm time, > 1: trm faster),
-    and trm's speed-up of each dtype over its float32 path."""
+    and trm's speed-up of each dtype over its float32 path; on a GPU of known peak, the MFU of both."""
     lines = []
+    peak = any(r.get("mfu_peak") for r in records)
+    pct = lambda r, key: f"{r[key]:.0%}" if r and r.get(key) else "-"  # noqa: E731
     by_key = {(r["preset"], r["batch"], r["dtype"], r["impl"], r["mode"]): r for r in records}
     for mode in MODES:
         rows = sorted({k[:3] for k in by_key if k[4] == mode and k[3] == "trm"})
@@ -279,8 +306,8 @@ def markdown(records: list[dict]) -> str:
         lines += [
             f"\n### {mode}\n",
             "| preset | batch | dtype | trm step (s) | official step (s) | trm vs official | trm vs trm float32 "
-            "| trm puzzles/s | trm % of matmul ceiling | official % |",
-            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| trm puzzles/s | trm % of matmul ceiling | official % |" + (" trm MFU | official MFU |" if peak else ""),
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if peak else ""),
         ]
         for preset, batch, dtype in rows:
             t = by_key[(preset, batch, dtype, "trm", mode)]
@@ -291,6 +318,7 @@ def markdown(records: list[dict]) -> str:
                 f"{(o['step_s'] / t['step_s']) if o else float('nan'):.2f}x | "
                 f"{(f32['step_s'] / t['step_s']) if f32 else float('nan'):.2f}x | {t['puzzles_per_s']:.1f} | "
                 f"{t['mfu']:.0%} | {o['mfu'] if o else float('nan'):.0%} |"
+                + (f" {pct(t, 'mfu_peak')} | {pct(o, 'mfu_peak')} |" if peak else "")
             )
     return "\n".join(lines).replace("nanx", "-").replace("nan%", "-").replace("| nan |", "| - |") + "\n"
 
