@@ -5,12 +5,14 @@ few steps four ways with `trm train`, every step's losses logged, each compared 
         [--variants float32:eager float32:compile bfloat16:eager bfloat16:compile] [-- override=value ...]
 
 Every variant starts from the same initial weights (same seed, float32 master weights) and sees the same batches
-(the sampler's seed), so the losses differ only by arithmetic: compiled kernels reorder and fuse float32 sums
-(differences near float32 rounding, growing slowly from step to step), bfloat16 autocast rounds activations
-to 8 mantissa bits (differences near 1e-2 that must not grow into divergence). Per variant: the largest and the
-mean relative difference of lm_loss over the steps, the same for the Q-halt loss, the last step's lm_loss on both
-sides, and the final held-out evaluation (`trm train` evaluates at the end). The tolerances are stated in
-TOLERANCE and checked; the exit status is 1 if a variant is outside them.
+(the sampler's seed), so the losses differ only by arithmetic: compiled kernels reorder and fuse float32 sums,
+bfloat16 autocast rounds activations to 8 mantissa bits. Two tolerances per variant (TOLERANCE), on the
+relative lm_loss difference to float32 eager: over the first EARLY steps it measures the arithmetic itself;
+over the whole run it bounds how far the trajectories drift apart, since any difference in the weights grows
+from step to step (on the CPU, sudoku9-cpu: compiled float32 equal to eager for 10 steps, 1e-6 at step 20,
+1e-2 by step 90; BENCHMARKS.md section 9). Per variant: those maxima, the mean, the same for the Q-halt loss, the
+last step's lm_loss, and the final held-out evaluation (`trm train` evaluates at the end). The exit status is 1
+if a variant is outside a tolerance.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from pathlib import Path
 
 TRM = [sys.executable, "-m", "trm.cli"]
 BASE = "float32:eager"
-# Largest relative lm_loss difference to float32 eager allowed at any step of a short run (see the docstring).
-TOLERANCE = {"float32:compile": 1e-3, "bfloat16:eager": 5e-2, "bfloat16:compile": 5e-2}
+EARLY = 10
+# Largest relative lm_loss difference to float32 eager: (over the first EARLY steps, over the whole run).
+TOLERANCE = {"float32:compile": (1e-4, 5e-2), "bfloat16:eager": (1e-2, 5e-2), "bfloat16:compile": (1e-2, 5e-2)}
 
 
 def train(variant: str, args: argparse.Namespace) -> dict:
@@ -62,7 +65,10 @@ def compare(base: dict, other: dict) -> dict:
     out = {}
     for key in ("lm_loss", "q_halt_loss"):
         rel = relative([r[key] for r in other["train"]], [r[key] for r in base["train"]])
-        out[key] = dict(max_rel=max(rel), mean_rel=sum(rel) / len(rel), max_at_step=steps[rel.index(max(rel))])
+        out[key] = dict(
+            early_max_rel=max(rel[:EARLY]), max_rel=max(rel), mean_rel=sum(rel) / len(rel),
+            max_at_step=steps[rel.index(max(rel))],
+        )  # fmt: skip
     out["last_lm_loss"] = other["train"][-1]["lm_loss"]
     out["eval_exact"] = other["eval"].get("exact_accuracy")
     out["eval_token"] = other["eval"].get("accuracy")
@@ -86,20 +92,20 @@ def main() -> None:
     results = {
         "preset": args.preset, "data": args.data, "steps": args.steps, "device": args.device,
         "overrides": args.overrides, "base_last_lm_loss": base["train"][-1]["lm_loss"],
-        "base_eval_exact": base["eval"].get("exact_accuracy"), "tolerance": TOLERANCE,
+        "base_eval_exact": base["eval"].get("exact_accuracy"), "tolerance": TOLERANCE, "early_steps": EARLY,
         "wall_s": {v: r["wall_s"] for v, r in runs.items()}, "variants": {},
     }  # fmt: skip
     failed = []
     for v in variants[1:]:
         res = results["variants"][v] = compare(base, runs[v])
-        ok = res["lm_loss"]["max_rel"] <= TOLERANCE[v]
+        lm, (early_tol, tol) = res["lm_loss"], TOLERANCE[v]
+        ok = lm["early_max_rel"] <= early_tol and lm["max_rel"] <= tol
         failed += [] if ok else [v]
-        lm = res["lm_loss"]
         print(
-            f"{v:17s} lm_loss vs {BASE}: max rel {lm['max_rel']:.2e} (step {lm['max_at_step']}), "
-            f"mean {lm['mean_rel']:.2e}; q_halt_loss max rel {res['q_halt_loss']['max_rel']:.2e}; "
-            f"eval exact {res['eval_exact']} vs {results['base_eval_exact']}  "
-            f"[{'within' if ok else 'OUTSIDE'} {TOLERANCE[v]:g}]",
+            f"{v:17s} lm_loss vs {BASE}: first {EARLY} steps max rel {lm['early_max_rel']:.2e}, all steps "
+            f"{lm['max_rel']:.2e} (step {lm['max_at_step']}), mean {lm['mean_rel']:.2e}; q_halt_loss max rel "
+            f"{res['q_halt_loss']['max_rel']:.2e}; eval exact {res['eval_exact']} vs {results['base_eval_exact']}  "
+            f"[{'within' if ok else 'OUTSIDE'} {early_tol:g} / {tol:g}]",
             flush=True,
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
