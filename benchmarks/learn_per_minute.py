@@ -175,7 +175,10 @@ def main() -> None:
     p.add_argument(
         "--official", default=os.environ.get("TRM_OFFICIAL_DIR"), required="TRM_OFFICIAL_DIR" not in os.environ
     )
-    p.add_argument("--official-dtype", default="bfloat16", help="the official side's forward_dtype")
+    p.add_argument(
+        "--official-dtype", default=None, help="the official side's forward_dtype (default: the dtype trm's "
+        "dtype=auto computes in on --device: bfloat16 where it is native, else float32)",
+    )  # fmt: skip
     p.add_argument("--runs", nargs="+", default=["trm", "official", "same"], choices=["trm", "official", "same"])
     p.add_argument("--trm-extra", nargs="*", default=[], help="overrides for the trm run (its best settings)")
     p.add_argument(
@@ -188,6 +191,12 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("learn_runs"))
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
+    if args.official_dtype is None:  # on a CPU without native bf16 the official code would emulate it, slowly
+        import torch
+
+        from trm.models.base import resolve_dtype
+
+        args.official_dtype = str(resolve_dtype("auto", torch.device(args.device))).removeprefix("torch.")
     args.work.mkdir(parents=True, exist_ok=True)
     results = [run_case(name, data, preset, args, args.work) for name, data, preset in args.case]
     args.out.write_text(json.dumps(results, indent=2) + "\n")

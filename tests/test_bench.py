@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from trm.bench import markdown, peak_flops, step_flops, summary
+from trm.bench import Workload, compare, markdown, peak_flops, step_flops, summary
 from trm.cli import main
 from trm.config import build_train_config
 from trm.models import build_model
@@ -73,6 +73,30 @@ def test_bench_writes_records_and_a_table(tmp_path, capsys):
     assert "| sudoku4-tiny | 4 | bfloat16 |" in (tmp_path / "b.md").read_text()
 
 
+def test_compare_turns_the_order_around_every_round_and_takes_the_median(monkeypatch):
+    import trm.bench as bench
+
+    calls, clock = [], [0.0]
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+
+    def step(impl: str, seconds: list[float]):  # the seconds of its warm-up, then of each timed call
+        left = iter(seconds)
+
+        def fn():
+            calls.append(impl)
+            clock[0] += next(left)
+
+        return fn
+
+    trm_w = Workload("trm", {"train": step("trm", [9.0, 1.0, 1.5, 0.5])})
+    official_w = Workload("official", {"train": step("official", [9.0, 2.0, 5.0, 2.5])})
+    res = compare([trm_w, official_w], repeats=3, warmup=1)
+    # warm-up, then rounds trm-official, official-trm, trm-official
+    assert calls == ["trm", "official", "trm", "official", "official", "trm", "trm", "official"]
+    # the warm-up is not timed; the median of the timed calls
+    assert res == {"trm": {"train": 1.0}, "official": {"train": 2.5}}
+
+
 def test_table_and_summary_ratios_are_official_time_over_trm_time():
     def rec(impl, dtype, mode, s):
         return dict(preset="p", impl=impl, mode=mode, batch=8, dtype=dtype, step_s=s, puzzles_per_s=8 / s, mfu=0.5)
@@ -84,6 +108,9 @@ def test_table_and_summary_ratios_are_official_time_over_trm_time():
     assert "| p | 8 | bfloat16 | 1.000 | 1.000 | 1.00x | 2.00x |" in table
     ratios = summary(records)
     assert ratios["trm_vs_official"] == pytest.approx(1.5**0.5) and ratios["fast_path_vs_float32"] == 2.0
+    # float32 alone, no reference: neither ratio exists, and none is made up
+    assert summary(records[:1]) == {}
+    assert summary(records[:2]) == {"trm_vs_official": 1.5}
 
 
 def test_mfu_is_against_the_data_sheet_peak_of_a_known_gpu(monkeypatch):

@@ -222,16 +222,19 @@ def matmul_ceiling(dtype: str, device: str = "cpu", n: int | None = None, repeat
 
 
 def compare(workloads: list[Workload], repeats: int = 5, warmup: int = 1) -> dict[str, dict[str, float]]:
-    """Interleave the workloads mode by mode, round by round; the median seconds per call."""
+    """Interleave the workloads mode by mode, round by round; the median seconds per call.
+
+    The order turns around every round, so that no implementation always runs right after the other (and
+    inherits its caches, its freed memory or a turbo clock that has dropped)."""
     modes = [m for m in MODES if any(m in w.modes for w in workloads)]
     for w in workloads:
         for fn in w.modes.values():
             for _ in range(warmup):
                 fn()
     times: dict[str, dict[str, list[float]]] = {w.impl: {m: [] for m in w.modes} for w in workloads}
-    for _ in range(repeats):
+    for r in range(repeats):
         for mode in modes:
-            for w in workloads:
+            for w in workloads if r % 2 == 0 else workloads[::-1]:
                 if mode in w.modes:
                     start = time.perf_counter()
                     w.modes[mode]()
@@ -324,7 +327,7 @@ def markdown(records: list[dict]) -> str:
 
 
 def summary(records: list[dict]) -> dict[str, float]:
-    """Geometric means of the headline ratios (for the closing line of the CLI)."""
+    """Geometric means of the headline ratios (for the closing line of the CLI): those the records allow."""
     by_key = {(r["preset"], r["batch"], r["dtype"], r["impl"], r["mode"]): r["step_s"] for r in records}
     vs_official = [o / by_key[k[:3] + ("trm",) + k[4:]] for k, o in by_key.items() if k[3] == "official"]
     vs_f32 = [
@@ -332,5 +335,5 @@ def summary(records: list[dict]) -> dict[str, float]:
         for (p, b, d, i, m), s in by_key.items()
         if i == "trm" and d != "float32" and (p, b, "float32", "trm", m) in by_key
     ]
-    geo = lambda xs: float(np.exp(np.mean(np.log(xs)))) if xs else float("nan")  # noqa: E731
-    return {"trm_vs_official": geo(vs_official), "fast_path_vs_float32": geo(vs_f32)}
+    ratios = {"trm_vs_official": vs_official, "fast_path_vs_float32": vs_f32}
+    return {name: float(np.exp(np.mean(np.log(xs)))) for name, xs in ratios.items() if xs}
