@@ -22,11 +22,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=3)
     args = p.parse_args()
     rng = np.random.default_rng(args.seed)
-    unique: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    while len(unique) < N_TRAIN + N_TEST:
-        for puzzle, solution, _ in sudoku.generate(N_TRAIN + N_TEST - len(unique), 6, rng):
-            unique.setdefault(sudoku.format_puzzle(puzzle), (puzzle, solution))
-    pairs = list(unique.values())
+    pairs = [(p, s) for p, s, _ in sudoku.generate_distinct(N_TRAIN + N_TEST, 6, rng)]
     print(sudoku.build_dataset(args.out, pairs[:N_TRAIN], pairs[N_TRAIN:], aug=100, seed=args.seed))
 
 

@@ -179,6 +179,24 @@ def test_generator_honours_min_rating_and_reports_progress():
     assert all(score >= 3 and score == sudoku.rating(p) for p, _, score in out)
 
 
+def test_distinct_generation_drops_repeats_and_keeps_the_first_made_order():
+    made = sudoku.generate(200, 4, np.random.default_rng(7))
+    seen, first_seen = set(), []  # each puzzle's first occurrence, in order
+    for p, _, _ in made:
+        if p.tobytes() not in seen:
+            seen.add(p.tobytes())
+            first_seen.append(p)
+    assert len(first_seen) < 200  # 4x4 repeats puzzles: the case this is for
+    out = sudoku.generate_distinct(200, 4, np.random.default_rng(7))
+    assert len(out) == 200 and len({p.tobytes() for p, _, _ in out}) == 200
+    # the same stream with the repeats taken out, then more puzzles to make up the count
+    assert all(np.array_equal(a, b[0]) for a, b in zip(first_seen, out[: len(first_seen)], strict=True))
+    assert all(len(sudoku.solve(p, limit=2).solutions) == 1 and independently_valid(s, p) for p, s, _ in out)
+    # every cell given: one puzzle per full 4x4 grid, and there are 288 of them
+    with pytest.raises(sudoku.SudokuError, match="only 288 distinct 4x4 puzzles found of 300 asked"):
+        sudoku.generate_distinct(300, 4, np.random.default_rng(0), givens=16)
+
+
 # -- augmentation ------------------------------------------------------------------------------------------
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), size=st.sampled_from([4, 6, 9]))

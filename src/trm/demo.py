@@ -34,11 +34,7 @@ def run_demo(out: Path, steps: int | None = None, seed: int = 0) -> float:
     rng = np.random.default_rng(seed)
 
     print(f"[1/4] generating {N_TRAIN + N_TEST} unique-solution {SIZE}x{SIZE} puzzles")
-    unique: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    while len(unique) < N_TRAIN + N_TEST:
-        for puzzle, solution, _ in sudoku.generate(N_TRAIN + N_TEST - len(unique), SIZE, rng):
-            unique.setdefault(sudoku.format_puzzle(puzzle), (puzzle, solution))
-    pairs = list(unique.values())
+    pairs = [(p, s) for p, s, _ in sudoku.generate_distinct(N_TRAIN + N_TEST, SIZE, rng)]
     train_pairs, test_pairs = pairs[:N_TRAIN], pairs[N_TRAIN:]
 
     print(f"[2/4] writing the data set ({N_TRAIN} training puzzles x {AUG + 1} augmentations, {N_TEST} held out)")

@@ -33,6 +33,7 @@ from trm.tasks.sudoku_solver import (  # noqa: F401 - re-exported: trm.tasks.sud
     box_shape,
     check_givens,
     generate,
+    generate_distinct,
     geometry,
     minimal_puzzle,
     random_full_grid,

@@ -273,3 +273,23 @@ def generate(
             if progress is not None:
                 progress(1)
     return out
+
+
+def generate_distinct(
+    count: int, size: int, rng: np.random.Generator, **options
+) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """`count` puzzles as `generate` makes them (same options), no two alike, in the order first made: small
+    sizes repeat puzzles, and a repeat across a train/test split would leak a test puzzle into training.
+    SudokuError when 1000 puzzles in a row bring nothing new (the size has fewer such puzzles than asked)."""
+    unique: dict[bytes, tuple[np.ndarray, np.ndarray, int]] = {}
+    stale = 0
+    while len(unique) < count:
+        asked, before = count - len(unique), len(unique)
+        for made in generate(asked, size, rng, **options):
+            unique.setdefault(made[0].tobytes(), made)
+        stale = 0 if len(unique) > before else stale + asked
+        if stale >= 1000:
+            raise SudokuError(
+                f"only {len(unique)} distinct {size}x{size} puzzles found of {count} asked; ask for fewer"
+            )
+    return list(unique.values())
