@@ -65,6 +65,26 @@ def test_counts_below_their_minimum_are_usage_errors(argv, tmp_path, monkeypatch
     assert not list(tmp_path.iterdir())  # refused before anything was written
 
 
+def test_generated_sudoku_data_has_no_puzzle_twice_so_none_leaks_across_the_split(tmp_path, capsys):
+    from trm.data.layout import load_split
+
+    # 4x4 minimal puzzles repeat within a few hundred draws (test_sudoku.py): every one must be distinct
+    assert main(["data", "sudoku", "--out", str(tmp_path / "d"), "--generate", "400", "--size", "4", "--aug", "0"]) == 0
+    rows = {split: load_split(tmp_path / "d", split).inputs for split in ("train", "test")}
+    seen = [r.tobytes() for split in rows.values() for r in split]
+    assert len(seen) == 400 == len(set(seen))
+    # a size with fewer distinct puzzles than asked is one line, and nothing is written
+    assert (
+        main(["data", "sudoku", "--out", str(tmp_path / "e"), "--generate", "300", "--size", "4", "--givens", "16"])
+        == 2
+    )
+    assert (
+        capsys.readouterr().err.splitlines()[-1]
+        == "trm: error: only 288 distinct 4x4 puzzles found of 300 asked; ask for fewer"
+    )
+    assert not (tmp_path / "e").exists()
+
+
 def test_engine_counts_stay_one_trm_error_line(tmp_path, capsys):
     """--batch-size 0 used to end in a ValueError traceback from the test batches: the engine config refuses
     it first, as one line."""

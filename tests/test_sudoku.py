@@ -187,8 +187,10 @@ def test_distinct_generation_drops_repeats_and_keeps_the_first_made_order():
             seen.add(p.tobytes())
             first_seen.append(p)
     assert len(first_seen) < 200  # 4x4 repeats puzzles: the case this is for
-    out = sudoku.generate_distinct(200, 4, np.random.default_rng(7))
+    ticks = []
+    out = sudoku.generate_distinct(200, 4, np.random.default_rng(7), progress=ticks.append)
     assert len(out) == 200 and len({p.tobytes() for p, _, _ in out}) == 200
+    assert sum(ticks) == 200  # the replacement draws are not counted twice
     # the same stream with the repeats taken out, then more puzzles to make up the count
     assert all(np.array_equal(a, b[0]) for a, b in zip(first_seen, out[: len(first_seen)], strict=True))
     assert all(len(sudoku.solve(p, limit=2).solutions) == 1 and independently_valid(s, p) for p, s, _ in out)

@@ -37,7 +37,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--csv", type=Path, help="CSV in the Sudoku-Extreme format (source,question,answer,rating)")
     src.add_argument("--hf", action="store_true", help="download sapientinc/sudoku-extreme (needs network)")
     src.add_argument("--puzzles", type=Path, help="plain puzzle list, one per line; labelled by trm's solver")
-    src.add_argument("--generate", type=count, metavar="N", help="generate N unique-solution puzzles")
+    src.add_argument("--generate", type=count, metavar="N", help="generate N distinct unique-solution puzzles")
     s.add_argument("--size", type=int, choices=(4, 6, 9), default=9, help="grid size for --generate")
     s.add_argument("--min-rating", type=int, default=0, help="minimum difficulty (solver backtracks)")
     s.add_argument(

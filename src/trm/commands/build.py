@@ -40,8 +40,8 @@ def _sudoku_source(args: argparse.Namespace, rng: np.random.Generator) -> list[t
         from trm.progress import progress
 
         with progress(total=args.generate, desc=f"generating {args.size}x{args.size}", unit="puzzle") as bar:
-            made = sudoku.generate(
-                args.generate, args.size, rng, args.min_rating, progress=bar.update, givens=args.givens
+            made = sudoku.generate_distinct(
+                args.generate, args.size, rng, min_rating=args.min_rating, progress=bar.update, givens=args.givens
             )
         pairs = [(p, s) for p, s, _ in made]
     if args.subsample and args.subsample < len(pairs):

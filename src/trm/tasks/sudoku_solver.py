@@ -280,12 +280,22 @@ def generate_distinct(
 ) -> list[tuple[np.ndarray, np.ndarray, int]]:
     """`count` puzzles as `generate` makes them (same options), no two alike, in the order first made: small
     sizes repeat puzzles, and a repeat across a train/test split would leak a test puzzle into training.
-    SudokuError when 1000 puzzles in a row bring nothing new (the size has fewer such puzzles than asked)."""
+    SudokuError when 1000 puzzles in a row bring nothing new (the size has fewer such puzzles than asked).
+    `progress` ticks at most `count` times: the puzzles drawn to replace repeats are not shown twice."""
+    progress = options.pop("progress", None)
+    ticks = 0
+
+    def tick(k: int) -> None:
+        nonlocal ticks
+        if progress is not None and ticks < count:
+            ticks += k
+            progress(k)
+
     unique: dict[bytes, tuple[np.ndarray, np.ndarray, int]] = {}
     stale = 0
     while len(unique) < count:
         asked, before = count - len(unique), len(unique)
-        for made in generate(asked, size, rng, **options):
+        for made in generate(asked, size, rng, progress=tick, **options):
             unique.setdefault(made[0].tobytes(), made)
         stale = 0 if len(unique) > before else stale + asked
         if stale >= 1000:
