@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,69 @@ def test_two_nodes_by_rendezvous_train_like_one_process(ided, tmp_path):
     for key in sa["model"]:
         assert torch.equal(sa["model"][key], sb["model"][key]), key
     assert _rows(acc, "eval")[-1]["exact_accuracy"] == _rows(nodes, "eval")[-1]["exact_accuracy"]
+
+
+DDP_ALIVE_AT_DESTROY = """
+import gc, os, sys
+from pathlib import Path
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+destroy = dist.destroy_process_group
+
+def checked_destroy(*args):
+    alive = sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
+    (Path(os.environ["CHECK_DIR"]) / f"rank{os.environ['RANK']}").write_text(str(alive))
+    destroy(*args)
+
+dist.destroy_process_group = checked_destroy
+from trm.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_two_ranks_leave_the_process_group_only_once_the_ddp_model_is_gone(ided, tmp_path):
+    """DDP's reducer holds the process group: freed after destroy_process_group, it destroys gloo's group with
+    the GIL held and can hang the run at its very end (seen once under torchrun). Each rank checks, as it
+    leaves the group, that no DDP module is alive any more."""
+    script = tmp_path / "checked_trm.py"
+    script.write_text(DDP_ALIVE_AT_DESTROY)
+    torchrun = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc-per-node", "2"]
+    args = ["train", "sudoku4-tiny", f"data={ided}", "global_batch_size=32", "max_steps=1", "eval_interval=1000"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CHECK_DIR": str(tmp_path)}
+    run = [*torchrun, str(script), *args, "--run-dir", str(tmp_path / "run"), "--no-progress"]
+    proc = subprocess.run(run, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["0", "0"]  # DDP modules alive at the exit
+
+
+def test_a_failing_step_leaves_the_process_group_only_once_the_ddp_model_is_gone(ided, tmp_path, monkeypatch):
+    """The same after an error inside DDP's run: the error's frames hold the trainer until they are cleared.
+    A one-rank gloo group stands in for two ranks (the trainer wraps its model in DDP for any Dist with
+    world_size > 1; the step fails before any collective could see the difference)."""
+    import gc
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from trm import distributed, train
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    monkeypatch.setattr(distributed, "init", lambda device: distributed.Dist(0, 2, torch.device("cpu")))
+    alive_at_destroy: list[int] = []
+    destroy = dist.destroy_process_group
+
+    def checked_destroy(*args):
+        alive_at_destroy.append(sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects()))
+        destroy(*args)
+
+    def broken_step(self, *args):
+        assert isinstance(self.step_fn, DistributedDataParallel)
+        raise RuntimeError("a step that fails")
+
+    monkeypatch.setattr(dist, "destroy_process_group", checked_destroy)
+    monkeypatch.setattr(train.Trainer, "train_step", broken_step)
+    with pytest.raises(RuntimeError, match="a step that fails") as failure:
+        train.train(config(ided, max_steps=2), tmp_path / "run", progress=False)
+    assert alive_at_destroy == [0] and not dist.is_initialized()
+    assert "broken_step" in "".join(traceback.format_tb(failure.value.__traceback__))  # the lines stay

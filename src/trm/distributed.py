@@ -7,9 +7,13 @@ paths never touch torch.distributed.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import os
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -17,6 +21,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from trm.errors import ConfigError
 from trm.models.base import pick_device
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,23 @@ def init(device_name: str = "auto") -> Dist:
 def shutdown(d: Dist) -> None:
     if d.active and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def run_then_leave(d: Dist, work: Callable[[], T]) -> T:
+    """`work()`, then leave the process group, once all that `work` made is gone (also after an error).
+
+    DDP's reducer holds the process group. Were it freed after destroy_process_group, its dealloc would
+    destroy gloo's group with the GIL held and join gloo's threads, one of which may be waiting for the GIL
+    to free a tensor: a run that hangs at its very end (seen in a test). So the frames of an error are
+    cleared (its message and traceback lines stay), the garbage collected, and only then the group left."""
+    try:
+        return work()
+    except BaseException as err:
+        traceback.clear_frames(err.__traceback__)
+        raise
+    finally:
+        gc.collect()
+        shutdown(d)
 
 
 def barrier(d: Dist) -> None:

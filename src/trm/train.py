@@ -396,13 +396,14 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str, f
     if (run_dir / STATE_NAME).exists():
         raise ConfigError(f"{run_dir} already holds a run; use --resume {run_dir} or another --run-dir")
     d = distributed.init(cfg.device)
-    try:
+
+    def work() -> dict[str, float]:
         trainer = Trainer(cfg, run_dir, progress, d)  # checks the config against the data before writing
         if d.is_main:
             save_run_config(run_dir, cfg)
         return trainer.fit()
-    finally:
-        distributed.shutdown(d)
+
+    return distributed.run_then_leave(d, work)
 
 
 def resume(run_dir: Path, progress: bool = True) -> dict[str, float]:
@@ -417,12 +418,13 @@ def resume(run_dir: Path, progress: bool = True) -> dict[str, float]:
         reason = validation_message(err) if isinstance(err, ValidationError) else err.strerror
         raise CheckpointError(f"{cfg_path}: not a run config ({reason})") from None
     d = distributed.init(cfg.device)
-    try:
+
+    def work() -> dict[str, float]:
         trainer = Trainer(cfg, run_dir, progress, d)
         if state_path.is_file():
             trainer.load_state_dict(load_state(state_path))
         else:
             trainer.say(f"{run_dir}: no state saved yet; the run starts again from its {CONFIG_NAME}")
         return trainer.fit()
-    finally:
-        distributed.shutdown(d)
+
+    return distributed.run_then_leave(d, work)
