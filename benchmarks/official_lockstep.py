@@ -35,6 +35,7 @@ from trm.supervision import BATCH_KEYS, exploration_min_steps
 from trm.train import Trainer
 
 HERE = Path(__file__).resolve().parent
+CPU = torch.device("cpu")  # the lockstep runs on the CPU: it compares arithmetic, not speed
 
 
 def _script(name: str):
@@ -111,7 +112,7 @@ def main() -> None:
     kw = dict(global_batch_size=config.global_batch_size, rank=0, world_size=1)
     _, train_meta = pt.create_dataloader(config, "train", test_set_mode=False, epochs_per_iter=1, **kw)
     eval_loader, _ = pt.create_dataloader(config, "test", test_set_mode=True, epochs_per_iter=1, **kw)
-    pt.create_model = learn_official.cpu_create_model(off)
+    pt.create_model = learn_official.device_create_model(off, "cpu")
     state = pt.init_train_state(config, train_meta, rank=0, world_size=1)
 
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -136,9 +137,8 @@ def main() -> None:
             if state.carry is None:
                 state.carry = state.model.initial_carry(batch)
             with exploration(draws):
-                theirs = pt.train_batch(
-                    config, state, {k: learn_official._OnCPU(v) for k, v in batch.items()}, B, rank=0, world_size=1
-                )
+                moved = {k: learn_official._OnDevice(v, CPU) for k, v in batch.items()}
+                theirs = pt.train_batch(config, state, moved, B, rank=0, world_size=1)
             ema.update(state.model)
             if trainer.step % args.every == 0 or trainer.step == steps:
                 row = dict(
@@ -156,7 +156,7 @@ def main() -> None:
                     flush=True,
                 )
         ours_eval = trainer.run_eval()
-        theirs_eval = learn_official.evaluate(off, ema.ema_copy(state.model), eval_loader)
+        theirs_eval = learn_official.evaluate(off, ema.ema_copy(state.model), eval_loader, CPU)
     result = dict(
         overrides=overrides,
         steps=steps,
