@@ -255,3 +255,17 @@ def test_a_failing_step_leaves_the_process_group_only_once_the_ddp_model_is_gone
         train.train(config(ided, max_steps=2), tmp_path / "run", progress=False)
     assert alive_at_destroy == [0] and not dist.is_initialized()
     assert "broken_step" in "".join(traceback.format_tb(failure.value.__traceback__))  # the lines stay
+
+
+def test_one_process_keeps_an_error_s_frames_for_a_post_mortem_debugger(ided, tmp_path, monkeypatch):
+    """Without a process group there is nothing to leave: the frames of an error keep their locals."""
+    from trm import train
+
+    def broken_step(self, *args):
+        raise RuntimeError("a step that fails")
+
+    monkeypatch.setattr(train.Trainer, "train_step", broken_step)
+    with pytest.raises(RuntimeError, match="a step that fails") as failure:
+        train.train(config(ided, max_steps=2), tmp_path / "run", progress=False)
+    frames = [frame for frame, _ in traceback.walk_tb(failure.value.__traceback__)]
+    assert any(isinstance(f.f_locals.get("self"), train.Trainer) for f in frames)

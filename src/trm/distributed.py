@@ -91,7 +91,10 @@ def run_then_leave(d: Dist, work: Callable[[], T]) -> T:
     DDP's reducer holds the process group. Were it freed after destroy_process_group, its dealloc would
     destroy gloo's group with the GIL held and join gloo's threads, one of which may be waiting for the GIL
     to free a tensor: a run that hangs at its very end (seen in a test). So the frames of an error are
-    cleared (its message and traceback lines stay), the garbage collected, and only then the group left."""
+    cleared (its message and traceback lines stay), the garbage collected, and only then the group left.
+    One process has no group: `work()` alone, its error's frames kept for a post-mortem debugger."""
+    if not d.active:
+        return work()
     try:
         return work()
     except BaseException as err:
