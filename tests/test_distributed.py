@@ -191,6 +191,67 @@ def test_two_nodes_by_rendezvous_train_like_one_process(ided, tmp_path):
     assert _rows(acc, "eval")[-1]["exact_accuracy"] == _rows(nodes, "eval")[-1]["exact_accuracy"]
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _machines(per_node: list[list[str]], timeout: float = 300) -> list[tuple[int, str, str]]:
+    """One torchrun per "machine" (node rank i runs `trm` with per_node[i]), met through a static rendezvous on
+    this host; (exit status, stdout, stderr) of each. Nodes still running at the timeout are killed."""
+    port, env = _free_port(), {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    launch = [str(torchrun), "--nnodes", str(len(per_node)), "--nproc-per-node", "1", "--master-addr", "localhost"]
+    launch += ["--master-port", str(port)]
+    procs = [
+        subprocess.Popen(
+            [*launch, "--node-rank", str(i), "-m", "trm.cli", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )  # fmt: skip
+        for i, args in enumerate(per_node)
+    ]
+    out = []
+    for proc in procs:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for other in procs:
+                other.kill()
+            stdout, stderr = proc.communicate()
+        out.append((proc.returncode, stdout, stderr))
+    return out
+
+
+@pytest.mark.slow
+def test_machines_without_a_shared_run_directory_resume_from_rank_0_s_state(ided, tmp_path):
+    """Two "machines" with their own disks: each writes (or not) its own run directory. Only global rank 0's
+    holds the config and the state; on `--resume` the other machine's directory is missing, and its rank
+    continues from rank 0's config and state, bit-identically to one process that was never interrupted."""
+    common = [f"data={ided}", "global_batch_size=32", "lr_min_ratio=1", "log_every=1", "eval_interval=1000"]
+    acc, first, second = tmp_path / "acc", tmp_path / "machine0" / "run", tmp_path / "machine1" / "run"
+    _cli(["train", "sudoku4-tiny", *common, "max_steps=4", "micro_batch_size=16", "--run-dir", str(acc)], 1)
+    train = ["train", "sudoku4-tiny", *common, "max_steps=2", "--no-progress", "--run-dir"]
+    results = _machines([[*train, str(first)], [*train, str(second)]])
+    assert [r[0] for r in results] == [0, 0], [r[2][-2000:] for r in results]
+    assert (first / "train_state.pt").is_file() and not second.exists()  # only rank 0 writes
+    cfg = json.loads((first / "config.json").read_text())
+    (first / "config.json").write_text(json.dumps({**cfg, "max_steps": 4}))
+
+    results = _machines([["train", "--resume", str(path), "--no-progress"] for path in (first, second)])
+    assert [r[0] for r in results] == [0, 0], [r[2][-2000:] for r in results]
+    assert [r["step"] for r in _rows(first, "train")] == [1, 2, 3, 4]
+    sa, sb = _state(acc), _state(first)
+    assert sb["step"] == 4
+    for part in ("model", "ema"):
+        for key in sa[part]:
+            assert torch.equal(sa[part][key], sb[part][key]), (part, key)
+    assert not second.exists()
+
+
 DDP_ALIVE_AT_DESTROY = """
 import gc, os, sys
 from pathlib import Path

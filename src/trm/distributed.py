@@ -48,6 +48,11 @@ def launched_as_main() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def launched_under_torchrun() -> bool:
+    """Whether this process is one of several that torchrun started."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def data_parallel(d: Dist, module: torch.nn.Module) -> torch.nn.Module:
     """`module` under DDP when the run has several processes. DDP averages the dense gradients; buffers are
     not synced every forward, since the puzzle-embedding table (a buffer) is updated identically on every rank
@@ -115,6 +120,24 @@ def all_reduce_sum(d: Dist, tensor: torch.Tensor) -> torch.Tensor:
     if d.active:
         dist.all_reduce(tensor)
     return tensor
+
+
+def broadcast_object(d: Dist, obj: T) -> T:
+    """Rank 0's `obj` (anything picklable, tensors included) on every rank."""
+    if not d.active:
+        return obj
+    box = [obj if d.is_main else None]
+    dist.broadcast_object_list(box, src=0, device=d.device)
+    return box[0]
+
+
+def all_agree(d: Dist, flag: bool) -> bool:
+    """Whether `flag` holds on every rank (so that all ranks take the same branch, or all fail together)."""
+    if not d.active:
+        return flag
+    t = torch.tensor([int(flag)], dtype=torch.int32, device=d.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
 
 
 def broadcast_float(d: Dist, value: float) -> float:

@@ -88,6 +88,43 @@ def load_state(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: corrupt training state ({err})") from None
 
 
+def state_digest(path: Path) -> bytes | None:
+    """The SHA-256 trailer a saved state ends with (None: no file, unreadable, or saved without one)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(max(path.stat().st_size - _TRAILER_LEN, 0))
+            tail = f.read()
+    except OSError:
+        return None
+    return tail if tail.startswith(_TRAILER) else None
+
+
+def load_shared_state(d: distributed.Dist, path: Path) -> dict[str, Any] | None:
+    """The state every rank of a run resumes from: rank 0's file at `path` (None: it has none).
+
+    Each rank reads its own copy when all copies have rank 0's checksum (one shared file system, the usual
+    case); otherwise (machines without a shared run directory, or a stale copy on one) rank 0 reads it and
+    sends it to all. A rank that cannot read it makes every rank raise, so none waits for it forever."""
+    if not d.active:
+        return load_state(path) if path.is_file() else None
+    digest = state_digest(path)
+    main = distributed.broadcast_object(d, digest if path.is_file() else b"")
+    if main == b"":
+        return None
+    state, error = None, None
+    local = distributed.all_agree(d, main is not None and digest == main)
+    if local or d.is_main:
+        try:
+            state = load_state(path)
+        except CheckpointError as err:
+            error = str(err)
+    if not local:
+        error, state = distributed.broadcast_object(d, (error, state if error is None else None))
+    if not distributed.all_agree(d, error is None):
+        raise CheckpointError(error or f"{path}: another rank of the run could not read its training state")
+    return state
+
+
 def write_dir_atomic(final: Path, fill: Callable[[Path], None]) -> None:
     """Build a directory under a temporary name with `fill`, add `SHA256SUMS`, sync it and rename it into
     place; one of the same name (a step redone after a resume) is replaced. Fails as one CheckpointError."""

@@ -57,7 +57,7 @@ from trm.run_state import (
     StopSignals,
     TrainingInterrupted,
     clean_partial_writes,
-    load_state,
+    load_shared_state,
 )
 from trm.supervision import Carry, DeepSupervision, exploration_min_steps
 from trm.tasks.arc_eval import VoteCollector
@@ -408,23 +408,42 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str, f
 
 def resume(run_dir: Path, progress: bool = True) -> dict[str, float]:
     """Continue a run exactly where its last saved state left it (with any number of processes); a run
-    stopped before its first save starts again from its config."""
-    cfg_path, state_path = run_dir / CONFIG_NAME, run_dir / STATE_NAME
-    if not cfg_path.is_file():
+    stopped before its first save starts again from its config. Under torchrun every rank continues from
+    global rank 0's config and state, so the other machines need the data, not a copy of the run directory."""
+    cfg_path = run_dir / CONFIG_NAME
+    text = _read_run_config(cfg_path) if cfg_path.is_file() else None
+    if text is None and not distributed.launched_under_torchrun():
         raise CheckpointError(f"{run_dir}: no run to resume (needs {CONFIG_NAME})")
-    try:
-        cfg = TrainConfig.model_validate_json(cfg_path.read_text())
-    except (OSError, ValidationError) as err:
-        reason = validation_message(err) if isinstance(err, ValidationError) else err.strerror
-        raise CheckpointError(f"{cfg_path}: not a run config ({reason})") from None
-    d = distributed.init(cfg.device)
+    # a rank without the run directory joins on the device `auto` finds; rank 0's config then decides
+    d = distributed.init(_parse_run_config(cfg_path, text).device if text is not None else "auto")
 
     def work() -> dict[str, float]:
+        shared = distributed.broadcast_object(d, text)
+        if shared is None:
+            raise CheckpointError(f"{run_dir}: no run to resume on global rank 0 (needs {CONFIG_NAME})")
+        cfg = _parse_run_config(cfg_path, shared)
+        if pick_device(cfg.device).type != d.device.type:
+            raise ConfigError(f"the run trains on {cfg.device}, this process joined on {d.device.type}")
         trainer = Trainer(cfg, run_dir, progress, d)
-        if state_path.is_file():
-            trainer.load_state_dict(load_state(state_path))
-        else:
+        state = load_shared_state(d, run_dir / STATE_NAME)
+        if state is None:
             trainer.say(f"{run_dir}: no state saved yet; the run starts again from its {CONFIG_NAME}")
+        else:
+            trainer.load_state_dict(state)
         return trainer.fit()
 
     return distributed.run_then_leave(d, work)
+
+
+def _read_run_config(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read the run config ({err.strerror})") from None
+
+
+def _parse_run_config(path: Path, text: str) -> TrainConfig:
+    try:
+        return TrainConfig.model_validate_json(text)
+    except ValidationError as err:
+        raise CheckpointError(f"{path}: not a run config ({validation_message(err)})") from None
