@@ -10,6 +10,7 @@ Q-learning target).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,28 @@ def test_a_seed_gives_the_official_initial_weights(name, seq_len, cls, fields, t
             torch.testing.assert_close(fresh.state_dict()[key], value, rtol=0, atol=0, msg=key)
             compared += 1
     assert compared >= 6
+
+
+@pytest.mark.parametrize("name,seq_len,cls,fields", CASES, ids=[c[0].removeprefix("official_") for c in CASES])
+def test_a_bfloat16_model_draws_the_official_bfloat16_initial_states(name, seq_len, cls, fields, tmp_path):
+    """The official code draws H_init / L_init in its forward dtype, so under the same seed its bfloat16 runs
+    start from other states than its float32 runs. A trm model that computes in bfloat16 draws them in bfloat16
+    too: the seed gives the official bfloat16 model's states, exactly (fixture: init_bfloat16.npz)."""
+    out, _ = convert_official(FIXTURES / name / "step_10", tmp_path / "ckpt", seq_len=seq_len)
+    config = RecursiveModel.from_pretrained(out).config
+    official = dict(np.load(FIXTURES / name / "init_bfloat16.npz"))
+    latents = sorted(k for k in official if re.fullmatch(r"L\d_init", k))  # trm_hier6: L1_init..L6_init
+    want = {"y_init": official.get("H_init")}
+    want["z_init"] = np.stack([official[k] for k in latents]) if latents else official.get("L_init")
+    want = {k: torch.from_numpy(v) for k, v in want.items() if v is not None}
+    drawn = {}
+    for dtype in ("bfloat16", "float32"):
+        torch.manual_seed(0)
+        drawn[dtype] = cls(config.model_copy(update={"dtype": dtype})).state_dict()
+    assert want.keys() <= drawn["bfloat16"].keys() and want
+    for key, value in want.items():
+        torch.testing.assert_close(drawn["bfloat16"][key], value, rtol=0, atol=0, msg=key)
+        assert not torch.equal(drawn["float32"][key], value), key  # the float32 draw is another one
 
 
 @pytest.mark.parametrize("name,seq_len", [("official_hrm_tiny", 16), ("official_hrm_tiny_learned", None)])

@@ -71,7 +71,7 @@ def trm_workload(
     cfg = build_train_config(preset, [*overrides, *([f"model.dtype={dtype}"] if dtype else [])])
     dev = torch.device(device)
     torch.manual_seed(0)
-    model = build_model(cfg.model).to(dev)
+    model = build_model(cfg.model, dev).to(dev)
     sup = DeepSupervision(model, cfg.loss_type).train()
     if cfg.compile:
         sup.compile()  # as the trainer does

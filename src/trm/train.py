@@ -122,7 +122,7 @@ class Trainer(RunState):
         if self.train_ds.num_examples < B:
             self.say(f"note: global_batch_size {B} > {self.train_ds.num_examples} examples")
         self.model_cfg = fit_model_config(cfg.model, self.train_ds)
-        self.model = build_model(self.model_cfg)
+        self.model = build_model(self.model_cfg, self.device)
         if cfg.init_from:
             for line in warm_start(self.model, cfg.init_from):
                 self.say(line)

@@ -116,9 +116,11 @@ class Reasoner(nn.Module):
         return h
 
 
-def init_state(dim: int, *lead: int) -> torch.Tensor:
-    """A fixed random starting state (truncated normal, std 1): saved with the model, never trained."""
-    return trunc_normal_(torch.empty(*lead, dim), std=1.0)
+def init_state(dim: int, *lead: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A fixed random starting state (truncated normal, std 1): saved with the model (in float32), never
+    trained. Drawn in `dtype`, the compute dtype, as the official code draws its H_init / L_init in its
+    forward dtype: a bfloat16 run of either code starts from the same states for the same seed."""
+    return trunc_normal_(torch.empty(*lead, dim, dtype=dtype), std=1.0).float()
 
 
 class RecursiveModel(nn.Module, ABC):
@@ -127,8 +129,9 @@ class RecursiveModel(nn.Module, ABC):
 
     Tensors draw their initial values in the official order (token embedding, output head, Q head, positions,
     the reasoning layers, the initial states), so a seed gives the official code's own initial weights for that
-    seed (`torch.manual_seed` before building): the initial draw is the largest single source of seed-to-seed
-    variance in short runs (BENCHMARKS.md section 9, fourth round)."""
+    seed (`torch.manual_seed` before building; the initial states in the compute dtype `config.dtype` resolves
+    to on `device`): the initial draw is the largest single source of seed-to-seed variance in short runs
+    (BENCHMARKS.md section 9, fourth round)."""
 
     arch: ClassVar[str] = ""
     _registry: ClassVar[dict[str, type[RecursiveModel]]] = {}
@@ -138,11 +141,12 @@ class RecursiveModel(nn.Module, ABC):
         if cls.arch:
             RecursiveModel._registry[cls.arch] = cls
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, device: torch.device | None = None):
         super().__init__()
         if self.arch and config.arch != self.arch:
             raise ConfigError(f"config is for arch {config.arch!r}, not {self.arch!r}")
         self.config = cfg = config
+        self.state_dtype = resolve_dtype(cfg.dtype, device or torch.device("cpu"))  # for init_state
         self.T, self.n = cfg.T, cfg.n  # the recursion depth in use: the config's, unless a curriculum lowers it
         self._dtype_for: tuple[str, torch.device, torch.dtype] | None = None  # see compute_dtype
         d = cfg.hidden_size
@@ -292,14 +296,15 @@ class RecursiveModel(nn.Module, ABC):
         return self
 
 
-def build_model(config: ModelConfig) -> RecursiveModel:
-    """The model class registered for `config.arch`, freshly initialised."""
+def build_model(config: ModelConfig, device: torch.device | None = None) -> RecursiveModel:
+    """The model class registered for `config.arch`, freshly initialised for computing on `device` (default
+    the CPU; it decides the dtype of the initial states' draw, see `init_state`)."""
     try:
         cls = RecursiveModel._registry[config.arch]
     except KeyError:
         known = ", ".join(sorted(RecursiveModel._registry))
         raise ConfigError(f"unknown arch {config.arch!r}; known: {known}") from None
-    return cls(config)
+    return cls(config, device)
 
 
 def _where_rows(reset: torch.Tensor, init: torch.Tensor, state: torch.Tensor) -> torch.Tensor:

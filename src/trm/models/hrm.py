@@ -20,13 +20,13 @@ from trm.models.base import Reasoner, RecursiveModel, StepOutput, init_state
 class HRM(RecursiveModel):
     arch = "hrm"
 
-    def __init__(self, config: ModelConfig):
-        super().__init__(config)
+    def __init__(self, config: ModelConfig, device: torch.device | None = None):
+        super().__init__(config, device)
         cfg, d = self.config, config.hidden_size
         self.f_H = Reasoner(cfg, cfg.h_layers)
         self.f_L = Reasoner(cfg, cfg.num_layers)
-        self.register_buffer("y_init", init_state(d))
-        self.register_buffer("z_init", init_state(d))
+        self.register_buffer("y_init", init_state(d, dtype=self.state_dtype))
+        self.register_buffer("z_init", init_state(d, dtype=self.state_dtype))
 
     @property
     def blocks_per_step(self) -> int:

@@ -17,10 +17,10 @@ from trm.models.base import Reasoner, RecursiveModel, StepOutput, init_state
 class Transformer(RecursiveModel):
     arch = "transformer"
 
-    def __init__(self, config: ModelConfig):
-        super().__init__(config)
+    def __init__(self, config: ModelConfig, device: torch.device | None = None):
+        super().__init__(config, device)
         self.net = Reasoner(self.config, self.config.num_layers)
-        self.register_buffer("y_init", init_state(config.hidden_size))
+        self.register_buffer("y_init", init_state(config.hidden_size, dtype=self.state_dtype))
 
     @property
     def blocks_per_step(self) -> int:

@@ -29,13 +29,14 @@ from trm.models.base import Reasoner, RecursiveModel, StepOutput, init_state
 class TRM(RecursiveModel):
     arch = "trm"
 
-    def __init__(self, config: ModelConfig):
-        super().__init__(config)
+    def __init__(self, config: ModelConfig, device: torch.device | None = None):
+        super().__init__(config, device)
         cfg, d = self.config, config.hidden_size
         self.net = Reasoner(cfg, cfg.num_layers)
         if cfg.latent != "single":
-            self.register_buffer("y_init", init_state(d))
-        self.register_buffer("z_init", init_state(d, *((cfg.z_count,) if cfg.latent == "multi" else ())))
+            self.register_buffer("y_init", init_state(d, dtype=self.state_dtype))
+        lead = (cfg.z_count,) if cfg.latent == "multi" else ()
+        self.register_buffer("z_init", init_state(d, *lead, dtype=self.state_dtype))
 
     @property
     def blocks_per_step(self) -> int:
