@@ -57,6 +57,7 @@ train loader, `epochs_per_iter = epochs`: no intermediate evaluations), whicheve
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -66,7 +67,7 @@ import sys
 import time
 import types
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile the model, as pretrain.py does on a GPU")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-loader-worker", action="store_true", help="iterate PuzzleDataset in-process")
+    p.add_argument(
+        "--record-streams",
+        metavar="FILE",
+        help="save every step's batch and ACT exploration draws (official_lockstep.py --replay feeds them to trm)",
+    )
     p.add_argument(
         "--save-init",
         metavar="FILE",
@@ -280,8 +286,53 @@ class _Window:
         }
 
 
+class StreamRecorder:
+    """What the official run's random streams gave it, step by step: the batch from its loader and the ACT
+    exploration draws of its model's line `(torch.rand_like(q) < p) * torch.randint_like(steps, 2, N_sup + 1)`,
+    captured by wrapping those two functions (nothing else in a training step calls them)."""
+
+    def __init__(self, prob: float):
+        self.prob, self.batches, self.min_steps = prob, [], []
+        self._draws: list[torch.Tensor] = []
+
+    @contextlib.contextmanager
+    def step(self, batch: dict[str, torch.Tensor]) -> Iterator[None]:
+        rand_like, randint_like = torch.rand_like, torch.randint_like
+
+        def keep(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+            def wrapped(*a: Any, **k: Any) -> torch.Tensor:
+                out = fn(*a, **k)
+                self._draws.append(out.detach().cpu().clone())
+                return out
+
+            return wrapped
+
+        torch.rand_like, torch.randint_like = keep(rand_like), keep(randint_like)
+        try:
+            yield
+        finally:
+            torch.rand_like, torch.randint_like = rand_like, randint_like
+        if len(self._draws) != 2:
+            raise SystemExit(f"expected one exploration draw per step, saw {len(self._draws)} random calls")
+        r, k = self._draws
+        self._draws = []
+        self.batches.append({key: v.clone() for key, v in batch.items()})
+        self.min_steps.append(((r < self.prob) * k).to(torch.int32))
+
+    def save(self, path: str | os.PathLike) -> None:
+        keys = self.batches[0].keys()
+        streams = {key: torch.stack([b[key] for b in self.batches]) for key in keys}
+        torch.save({**streams, "min_steps": torch.stack(self.min_steps), "prob": self.prob}, path)
+
+
 def train(
-    off: types.SimpleNamespace, config: Any, state: Any, source: Any, budget_s: float, device: torch.device
+    off: types.SimpleNamespace,
+    config: Any,
+    state: Any,
+    source: Any,
+    budget_s: float,
+    device: torch.device,
+    recorder: StreamRecorder | None = None,
 ) -> dict[str, Any]:
     """The official training loop (launch's inner loop: train_batch, then EMA update), cut at `budget_s`."""
     pt = off.pretrain
@@ -298,9 +349,11 @@ def train(
     for _set_name, batch, global_batch_size in source:
         if state.carry is None:  # adjustment 3: what train_batch would do under torch.device("cuda")
             state.carry = state.model.initial_carry({k: v.to(device) for k, v in batch.items()})
-        metrics = pt.train_batch(
-            config, state, {k: _OnDevice(v, device) for k, v in batch.items()}, global_batch_size, rank=0, world_size=1
-        )
+        with recorder.step(batch) if recorder else contextlib.nullcontext():
+            metrics = pt.train_batch(
+                config, state, {k: _OnDevice(v, device) for k, v in batch.items()}, global_batch_size, rank=0,
+                world_size=1,
+            )  # fmt: skip
         if metrics is not None:
             window.add({k.removeprefix("train/"): float(v) for k, v in metrics.items()})
         if ema is not None:
@@ -405,7 +458,11 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
 
-    run = train(off, config, state, source, budget_s=args.minutes * 60.0, device=device)
+    recorder = StreamRecorder(args.halt_exploration_prob) if args.record_streams else None
+    run = train(off, config, state, source, budget_s=args.minutes * 60.0, device=device, recorder=recorder)
+    if recorder:
+        recorder.save(args.record_streams)
+        print(f"{len(recorder.batches)} steps' batches and exploration draws -> {args.record_streams}", flush=True)
     del train_loader, source  # its worker is not needed any more
 
     t0 = time.perf_counter()

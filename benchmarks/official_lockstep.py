@@ -2,16 +2,23 @@
 same ACT exploration draws, each code's own training step, schedule and EMA; then both evaluated.
 
     python benchmarks/official_lockstep.py DATA --official CHECKOUT [--preset P] [--set key=value ...]
-        [--every 50] [--steps N] [--out FILE]
+        [--every 50] [--steps N] [--out FILE] [--replay STREAMS [--replay-parts all|batches|draws] [--trm-only]]
 
 trm's side is `trm.train.Trainer.train_step` (the step `trm train` runs: warm-up + cosine lr, AdamATan2, EMA,
 exploration from `exploration_min_steps`). The official side is pretrain.py's `train_batch` plus `EMAHelper`,
 set up as in learn_official.py (its shims and CPU model). The official model starts from trm's initial weights
-(mapped by `official_step_check.to_official`), each step is fed the batch trm's sampler gave trm, and its
+(mapped by `official_step_check.to_official`; for a seed they are the official code's own initialisation, in
+float32 and in bfloat16), each step is fed the batch trm's sampler gave trm, and its
 exploration line (`torch.rand_like(...) < p` times `torch.randint_like(...)`) is fed trm's draws for that step.
 So every random stream is shared and only the code differs: if the two training steps compute the same thing,
 the losses agree (to bf16 round-off growing slowly through training) and so do the final accuracies. This is
 how BENCHMARKS.md section 9 separates "the codes differ" from "the random streams differ" at identical settings.
+
+The other way round, `--replay FILE` feeds both steps the streams of a real official run (recorded by
+`learn_official.py --record-streams FILE` with the same recipe and seed): its loader's batches and its model's
+exploration draws, or with `--replay-parts batches` / `draws` one of them beside trm's other stream, to find
+which stream moves the result. `--trm-only` skips the official step (once the lockstep has shown the steps
+equal, this halves the time).
 """
 
 from __future__ import annotations
@@ -28,10 +35,11 @@ from pathlib import Path
 
 import torch
 
+import trm.train
 from trm.checkpoint import read_official
 from trm.config import build_train_config
 from trm.reference import official_state_dict
-from trm.supervision import BATCH_KEYS, exploration_min_steps
+from trm.supervision import BATCH_KEYS
 from trm.train import Trainer
 
 HERE = Path(__file__).resolve().parent
@@ -85,7 +93,15 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None, help="stop after this many steps (default: the schedule)")
     p.add_argument("--every", type=int, default=50)
     p.add_argument("--out", type=Path)
+    p.add_argument("--replay", type=Path, help="streams of an official run (learn_official.py --record-streams)")
+    p.add_argument("--replay-parts", choices=["all", "batches", "draws"], default="all")
+    p.add_argument("--trm-only", action="store_true", help="train trm only (on the replayed streams)")
     args = p.parse_args()
+    replay = torch.load(args.replay) if args.replay else None
+    replay_batches = replay is not None and args.replay_parts in ("all", "batches")
+    replay_draws = replay is not None and args.replay_parts in ("all", "draws")
+    if replay_draws:  # trm's step takes the recorded draws (Trainer.train_step slices them like its own)
+        trm.train.exploration_min_steps = lambda seed, step, rows, N_sup, prob: replay["min_steps"][step]
 
     overrides = [*args.set, *learn_per_minute.OFFICIAL_ONLY]
     cfg = build_train_config(args.preset, [f"data={args.data}", "eval_interval=100000", *overrides])
@@ -126,45 +142,49 @@ def main() -> None:
         state.model.train()
         trainer.sup.train()
         B, steps = cfg.global_batch_size, args.steps or state.total_steps
+        if replay is not None and (len(replay["min_steps"]) < steps or replay["inputs"].shape[1] != B):
+            raise SystemExit(f"{args.replay}: {tuple(replay['inputs'].shape[:2])} steps x rows, not {steps} x {B}")
         batches = iter(trainer.sampler)
         log, t0 = [], time.perf_counter()
         print(f"lockstep: {steps} of {state.total_steps} steps, batch {B}, dtype {cfg.model.dtype}", flush=True)
-        for _ in range(steps):
+        for i in range(steps):
             batch = {k: v for k, v in next(batches).items() if k in BATCH_KEYS}
+            if replay_batches:
+                batch = {k: replay[k][i] for k in BATCH_KEYS}
             m = cfg.model
-            draws = exploration_min_steps(cfg.seed, trainer.step, B, m.N_sup, m.halt_exploration_prob)
+            draws = trm.train.exploration_min_steps(cfg.seed, trainer.step, B, m.N_sup, m.halt_exploration_prob)
             ours = trainer.train_step(batch)
-            if state.carry is None:
-                state.carry = state.model.initial_carry(batch)
-            with exploration(draws):
-                moved = {k: learn_official._OnDevice(v, CPU) for k, v in batch.items()}
-                theirs = pt.train_batch(config, state, moved, B, rank=0, world_size=1)
-            ema.update(state.model)
+            row = dict(step=trainer.step, trm_lm_loss=float(ours["lm_loss"]) / B)
+            if not args.trm_only:
+                if state.carry is None:
+                    state.carry = state.model.initial_carry(batch)
+                with exploration(draws):
+                    moved = {k: learn_official._OnDevice(v, CPU) for k, v in batch.items()}
+                    theirs = pt.train_batch(config, state, moved, B, rank=0, world_size=1)
+                ema.update(state.model)
+                row["official_lm_loss"] = float(theirs["train/lm_loss"])
             if trainer.step % args.every == 0 or trainer.step == steps:
-                row = dict(
-                    step=trainer.step,
-                    trm_lm_loss=float(ours["lm_loss"]) / B,
-                    official_lm_loss=float(theirs["train/lm_loss"]),
-                    trm_halted=int(trainer.carries[0].halted.sum()),
-                    official_halted=int(state.carry.halted.sum()),
-                    max_weight_diff=max_weight_diff(trainer, state.model, tmp),
-                    seconds=round(time.perf_counter() - t0, 1),
-                )
+                row["trm_halted"] = int(trainer.carries[0].halted.sum())
+                if not args.trm_only:
+                    row["official_halted"] = int(state.carry.halted.sum())
+                    row["max_weight_diff"] = max_weight_diff(trainer, state.model, tmp)
+                row["seconds"] = round(time.perf_counter() - t0, 1)
                 log.append(row)
                 print(
                     "  ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
                     flush=True,
                 )
         ours_eval = trainer.run_eval()
-        theirs_eval = learn_official.evaluate(off, ema.ema_copy(state.model), eval_loader, CPU)
+        theirs_eval = {} if args.trm_only else learn_official.evaluate(off, ema.ema_copy(state.model), eval_loader, CPU)
     result = dict(
         overrides=overrides,
         steps=steps,
+        streams=f"{args.replay} ({args.replay_parts}; trm's for the rest)" if replay is not None else "trm's",
         log=log,
         trm_exact=ours_eval.get("exact_accuracy"),
-        official_exact=theirs_eval["exact_accuracy"],
+        official_exact=theirs_eval.get("exact_accuracy"),
     )
-    print(f"held-out exact: trm {result['trm_exact']:.4f}  official {result['official_exact']:.4f}", flush=True)
+    print(f"held-out exact: trm {result['trm_exact']:.4f}  official {result['official_exact']}", flush=True)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
 
