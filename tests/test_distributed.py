@@ -252,6 +252,24 @@ def test_machines_without_a_shared_run_directory_resume_from_rank_0_s_state(ided
     assert not second.exists()
 
 
+@pytest.mark.slow
+def test_a_machine_without_the_data_ends_the_whole_run_with_its_one_error_line(ided, tmp_path):
+    """One machine lacks the data set (no shared disk there): both machines end with that machine's error line
+    and a non-zero status (before, the other one ended in DDP's first broadcast with an internal error, gloo's
+    "connection closed by peer", naming no cause)."""
+    missing = tmp_path / "machine1" / "data"
+    common = ["global_batch_size=32", "max_steps=2", "--no-progress", "--run-dir"]
+    per_node = [
+        ["train", "sudoku4-tiny", f"data={ided}", *common, str(tmp_path / "run0")],
+        ["train", "sudoku4-tiny", f"data={missing}", *common, str(tmp_path / "run1")],
+    ]
+    results = _machines(per_node, timeout=120)
+    assert [code is not None and code != 0 for code, _, _ in results] == [True, True], [r[0] for r in results]
+    for _, _, err in results:
+        lines = [line for line in err.splitlines() if line.startswith("trm: error:")]
+        assert len(lines) == 1 and str(missing) in lines[0], err[-3000:]
+
+
 DDP_ALIVE_AT_DESTROY = """
 import gc, os, sys
 from pathlib import Path

@@ -7,11 +7,12 @@ paths never touch torch.distributed.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import inspect
 import os
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -19,7 +20,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from trm.errors import ConfigError
+from trm import errors
+from trm.errors import ConfigError, TRMError
 from trm.models.base import pick_device
 
 T = TypeVar("T")
@@ -108,6 +110,33 @@ def run_then_leave(d: Dist, work: Callable[[], T]) -> T:
     finally:
         gc.collect()
         shutdown(d)
+
+
+@contextlib.contextmanager
+def together(d: Dist) -> Iterator[None]:
+    """A block that may fail on some ranks only (a data set or checkpoint missing on one machine): failing on
+    any rank, it fails on all, each raising the first failing rank's error: every machine says what went wrong,
+    instead of failing in the next collective (DDP's first broadcast) with gloo's "connection closed by peer",
+    which names no cause, or waiting there for a process that has gone."""
+    if not d.active:
+        yield
+        return
+    failure = None
+    try:
+        yield
+    except Exception as err:  # re-raised below, on every rank
+        failure = (type(err).__name__ if isinstance(err, TRMError) else "", str(err), d.rank)
+        mine = err
+    failures: list[tuple[str, str, int] | None] = [None] * d.world_size
+    dist.all_gather_object(failures, failure)
+    first = next((f for f in failures if f is not None), None)
+    if first is None:
+        return
+    if failure is not None:
+        raise mine
+    kind, message, rank = first
+    cls = getattr(errors, kind, None) if kind else None
+    raise (cls if isinstance(cls, type) and issubclass(cls, TRMError) else RuntimeError)(f"rank {rank}: {message}")
 
 
 def barrier(d: Dist) -> None:

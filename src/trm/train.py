@@ -116,16 +116,17 @@ class Trainer(RunState):
                 f"{d.world_size} process(es) takes of global_batch_size {B}"
             )
         seed_everything(cfg.seed)
-        self.train_ds = load_split(Path(cfg.data), "train")
-        eval_root = Path(cfg.eval_data or cfg.data)
-        self.eval_ds = load_split(eval_root, "test") if (eval_root / "test").exists() else None
-        if self.train_ds.num_examples < B:
-            self.say(f"note: global_batch_size {B} > {self.train_ds.num_examples} examples")
-        self.model_cfg = fit_model_config(cfg.model, self.train_ds)
-        self.model = build_model(self.model_cfg, self.device)
-        if cfg.init_from:
-            for line in warm_start(self.model, cfg.init_from):
-                self.say(line)
+        with distributed.together(d):  # each machine reads its own copy of the data and of init_from
+            self.train_ds = load_split(Path(cfg.data), "train")
+            eval_root = Path(cfg.eval_data or cfg.data)
+            self.eval_ds = load_split(eval_root, "test") if (eval_root / "test").exists() else None
+            if self.train_ds.num_examples < B:
+                self.say(f"note: global_batch_size {B} > {self.train_ds.num_examples} examples")
+            self.model_cfg = fit_model_config(cfg.model, self.train_ds)
+            self.model = build_model(self.model_cfg, self.device)
+            if cfg.init_from:
+                for line in warm_start(self.model, cfg.init_from):
+                    self.say(line)
         self.model.to(self.device)
         self.sup = DeepSupervision(self.model, cfg.loss_type, cfg.supervision_decay)
         if cfg.compile:
