@@ -67,10 +67,11 @@ import sys
 import time
 import types
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import official_streams  # beside this script
 import torch
 
 import trm.optim
@@ -286,45 +287,6 @@ class _Window:
         }
 
 
-class StreamRecorder:
-    """What the official run's random streams gave it, step by step: the batch from its loader and the ACT
-    exploration draws of its model's line `(torch.rand_like(q) < p) * torch.randint_like(steps, 2, N_sup + 1)`,
-    captured by wrapping those two functions (nothing else in a training step calls them)."""
-
-    def __init__(self, prob: float):
-        self.prob, self.batches, self.min_steps = prob, [], []
-        self._draws: list[torch.Tensor] = []
-
-    @contextlib.contextmanager
-    def step(self, batch: dict[str, torch.Tensor]) -> Iterator[None]:
-        rand_like, randint_like = torch.rand_like, torch.randint_like
-
-        def keep(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-            def wrapped(*a: Any, **k: Any) -> torch.Tensor:
-                out = fn(*a, **k)
-                self._draws.append(out.detach().cpu().clone())
-                return out
-
-            return wrapped
-
-        torch.rand_like, torch.randint_like = keep(rand_like), keep(randint_like)
-        try:
-            yield
-        finally:
-            torch.rand_like, torch.randint_like = rand_like, randint_like
-        if len(self._draws) != 2:
-            raise SystemExit(f"expected one exploration draw per step, saw {len(self._draws)} random calls")
-        r, k = self._draws
-        self._draws = []
-        self.batches.append({key: v.clone() for key, v in batch.items()})
-        self.min_steps.append(((r < self.prob) * k).to(torch.int32))
-
-    def save(self, path: str | os.PathLike) -> None:
-        keys = self.batches[0].keys()
-        streams = {key: torch.stack([b[key] for b in self.batches]) for key in keys}
-        torch.save({**streams, "min_steps": torch.stack(self.min_steps), "prob": self.prob}, path)
-
-
 def train(
     off: types.SimpleNamespace,
     config: Any,
@@ -332,7 +294,7 @@ def train(
     source: Any,
     budget_s: float,
     device: torch.device,
-    recorder: StreamRecorder | None = None,
+    recorder: official_streams.StreamRecorder | None = None,
 ) -> dict[str, Any]:
     """The official training loop (launch's inner loop: train_batch, then EMA update), cut at `budget_s`."""
     pt = off.pretrain
@@ -458,7 +420,9 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
 
-    recorder = StreamRecorder(args.halt_exploration_prob) if args.record_streams else None
+    if args.record_streams and args.compile:
+        raise SystemExit("--record-streams wraps torch.rand_like; a compiled model would recompile every step")
+    recorder = official_streams.StreamRecorder(args.halt_exploration_prob, args.seed) if args.record_streams else None
     run = train(off, config, state, source, budget_s=args.minutes * 60.0, device=device, recorder=recorder)
     if recorder:
         recorder.save(args.record_streams)

@@ -144,6 +144,10 @@ def main() -> None:
         B, steps = cfg.global_batch_size, args.steps or state.total_steps
         if replay is not None and (len(replay["min_steps"]) < steps or replay["inputs"].shape[1] != B):
             raise SystemExit(f"{args.replay}: {tuple(replay['inputs'].shape[:2])} steps x rows, not {steps} x {B}")
+        recorded = (replay.get("seed"), replay.get("prob")) if replay is not None else None
+        if recorded and recorded != (cfg.seed, cfg.model.halt_exploration_prob):
+            raise SystemExit(f"{args.replay}: recorded under seed, exploration {recorded}, not {cfg.seed}, "
+                             f"{cfg.model.halt_exploration_prob}")  # fmt: skip
         batches = iter(trainer.sampler)
         log, t0 = [], time.perf_counter()
         print(f"lockstep: {steps} of {state.total_steps} steps, batch {B}, dtype {cfg.model.dtype}", flush=True)

@@ -20,7 +20,7 @@ import torch
 from trm.checkpoint import convert_official
 from trm.cli import main
 from trm.errors import CheckpointError
-from trm.models import HRM, TRM, RecursiveModel, Transformer
+from trm.models import HRM, TRM, RecursiveModel, Transformer, build_model
 from trm.supervision import DeepSupervision
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -93,7 +93,7 @@ def test_a_seed_gives_the_official_initial_weights(name, seq_len, cls, fields, t
 
 
 @pytest.mark.parametrize("name,seq_len,cls,fields", CASES, ids=[c[0].removeprefix("official_") for c in CASES])
-def test_a_bfloat16_model_draws_the_official_bfloat16_initial_states(name, seq_len, cls, fields, tmp_path):
+def test_a_bfloat16_model_draws_the_official_bfloat16_initial_states(name, seq_len, cls, fields, tmp_path, monkeypatch):
     """The official code draws H_init / L_init in its forward dtype, so under the same seed its bfloat16 runs
     start from other states than its float32 runs. A trm model that computes in bfloat16 draws them in bfloat16
     too: the seed gives the official bfloat16 model's states, exactly (fixture: init_bfloat16.npz)."""
@@ -108,9 +108,14 @@ def test_a_bfloat16_model_draws_the_official_bfloat16_initial_states(name, seq_l
     for dtype in ("bfloat16", "float32"):
         torch.manual_seed(0)
         drawn[dtype] = cls(config.model_copy(update={"dtype": dtype})).state_dict()
+    monkeypatch.setenv("TRM_CPU_DTYPE", "bfloat16")  # `auto` resolved for the device the model will compute on
+    torch.manual_seed(0)
+    drawn["auto on a bf16 CPU"] = build_model(config.model_copy(update={"dtype": "auto"}), torch.device("cpu"))
+    drawn["auto on a bf16 CPU"] = drawn["auto on a bf16 CPU"].state_dict()
     assert want.keys() <= drawn["bfloat16"].keys() and want
     for key, value in want.items():
         torch.testing.assert_close(drawn["bfloat16"][key], value, rtol=0, atol=0, msg=key)
+        torch.testing.assert_close(drawn["auto on a bf16 CPU"][key], value, rtol=0, atol=0, msg=key)
         assert not torch.equal(drawn["float32"][key], value), key  # the float32 draw is another one
 
 

@@ -184,3 +184,26 @@ def test_an_official_config_that_is_not_text_is_one_line(tmp_path, capsys):
     assert main(["convert", str(tmp_path / "step_1"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "cannot read the official config" in err[0]
+
+
+def test_a_run_directory_that_holds_a_run_or_none_is_one_line_and_keeps_its_files(tmp_path, capsys):
+    """Training into a directory that holds a run, resuming one that holds none or a damaged config: one
+    `trm: error:` line each, exit 2, and the run's state as it was."""
+    data, run, empty = tmp_path / "data", tmp_path / "run", tmp_path / "empty"
+    build = ["data", "sudoku", "--out", str(data), "--generate", "40", "--size", "4", "--aug", "1"]
+    assert main([*build, "--test-fraction", "0.25"]) == 0
+    train = ["train", "sudoku4-tiny", f"data={data}", "max_steps=2", "eval_interval=1000", "--no-progress"]
+    assert main([*train, "--run-dir", str(run)]) == 0
+    state = (run / "train_state.pt").read_bytes()
+    empty.mkdir()
+    (run / "config.json").write_text((run / "config.json").read_text()[:-20])  # cut short
+    capsys.readouterr()
+    for argv, says in [
+        ([*train, "--run-dir", str(run)], "already holds a run"),
+        (["train", "--resume", str(empty), "--no-progress"], "no run to resume"),
+        (["train", "--resume", str(run), "--no-progress"], "not a run config"),
+    ]:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith("trm: error:") and says in err[0], err
+    assert (run / "train_state.pt").read_bytes() == state

@@ -125,7 +125,7 @@ def together(d: Dist) -> Iterator[None]:
     try:
         yield
     except Exception as err:  # re-raised below, on every rank
-        failure = (type(err).__name__ if isinstance(err, TRMError) else "", str(err), d.rank)
+        failure = (_user_error_class(err), str(err), d.rank)
         mine = err
     failures: list[tuple[str, str, int] | None] = [None] * d.world_size
     dist.all_gather_object(failures, failure)
@@ -135,8 +135,15 @@ def together(d: Dist) -> Iterator[None]:
     if failure is not None:
         raise mine
     kind, message, rank = first
-    cls = getattr(errors, kind, None) if kind else None
-    raise (cls if isinstance(cls, type) and issubclass(cls, TRMError) else RuntimeError)(f"rank {rank}: {message}")
+    raise (getattr(errors, kind) if kind else RuntimeError)(f"rank {rank}: {message}")
+
+
+def _user_error_class(err: Exception) -> str:
+    """The nearest class of `err` that trm.errors defines ("" for an error that is not the user's), so that
+    the other ranks raise the same kind of error (HubError, a CheckpointError elsewhere, as CheckpointError)."""
+    if not isinstance(err, TRMError):
+        return ""
+    return next(c.__name__ for c in type(err).__mro__ if getattr(errors, c.__name__, None) is c)
 
 
 def barrier(d: Dist) -> None:

@@ -394,11 +394,11 @@ def save_run_config(run_dir: Path, cfg: TrainConfig) -> None:
 
 def train(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str, float]:
     """Start a fresh run in `run_dir` (which must not already hold one); under torchrun, data-parallel."""
-    if (run_dir / STATE_NAME).exists():
-        raise ConfigError(f"{run_dir} already holds a run; use --resume {run_dir} or another --run-dir")
     d = distributed.init(cfg.device)
 
     def work() -> dict[str, float]:
+        if distributed.broadcast_object(d, (run_dir / STATE_NAME).exists()):  # rank 0's directory decides
+            raise ConfigError(f"{run_dir} already holds a run; use --resume {run_dir} or another --run-dir")
         trainer = Trainer(cfg, run_dir, progress, d)  # checks the config against the data before writing
         if d.is_main:
             save_run_config(run_dir, cfg)
@@ -409,22 +409,33 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str, f
 
 def resume(run_dir: Path, progress: bool = True) -> dict[str, float]:
     """Continue a run exactly where its last saved state left it (with any number of processes); a run
-    stopped before its first save starts again from its config. Under torchrun every rank continues from
-    global rank 0's config and state, so the other machines need the data, not a copy of the run directory."""
+    stopped before its first save starts again from its config.
+
+    Under torchrun every rank continues from global rank 0's config and state, so the other machines need the
+    data, not a copy of the run directory. A rank joins the process group on the device its own copy of the
+    config names, without one on the device `auto` finds: a run on the CPU of machines that have GPUs needs
+    the config on every machine (gloo and NCCL ranks cannot meet)."""
     cfg_path = run_dir / CONFIG_NAME
-    text = _read_run_config(cfg_path) if cfg_path.is_file() else None
-    if text is None and not distributed.launched_under_torchrun():
-        raise CheckpointError(f"{run_dir}: no run to resume (needs {CONFIG_NAME})")
-    # a rank without the run directory joins on the device `auto` finds; rank 0's config then decides
-    d = distributed.init(_parse_run_config(cfg_path, text).device if text is not None else "auto")
+    text, problem = None, None
+    if cfg_path.is_file():
+        try:
+            text = _read_run_config(cfg_path)
+            hint = _parse_run_config(cfg_path, text).device
+        except CheckpointError as err:  # raised below on every rank, once all have joined
+            problem, hint = str(err), "auto"
+    else:
+        hint = "auto"
+    if not distributed.launched_under_torchrun() and (problem or text is None):
+        raise CheckpointError(problem or f"{run_dir}: no run to resume (needs {CONFIG_NAME})")
+    d = distributed.init(hint)
 
     def work() -> dict[str, float]:
-        shared = distributed.broadcast_object(d, text)
-        if shared is None:
-            raise CheckpointError(f"{run_dir}: no run to resume on global rank 0 (needs {CONFIG_NAME})")
-        cfg = _parse_run_config(cfg_path, shared)
-        if pick_device(cfg.device).type != d.device.type:
-            raise ConfigError(f"the run trains on {cfg.device}, this process joined on {d.device.type}")
+        text0, problem0 = distributed.broadcast_object(d, (text, problem))  # global rank 0's
+        if problem0 or text0 is None:
+            raise CheckpointError(problem0 or f"{run_dir}: no run to resume on global rank 0 (needs {CONFIG_NAME})")
+        cfg = _parse_run_config(cfg_path, text0)
+        if not distributed.all_agree(d, pick_device(cfg.device).type == d.device.type):
+            raise ConfigError(f"the run trains on {cfg.device}, and not every process joined on that device type")
         trainer = Trainer(cfg, run_dir, progress, d)
         state = load_shared_state(d, run_dir / STATE_NAME)
         if state is None:

@@ -119,7 +119,8 @@ class Reasoner(nn.Module):
 def init_state(dim: int, *lead: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A fixed random starting state (truncated normal, std 1): saved with the model (in float32), never
     trained. Drawn in `dtype`, the compute dtype, as the official code draws its H_init / L_init in its
-    forward dtype: a bfloat16 run of either code starts from the same states for the same seed."""
+    forward dtype: built on the CPU under the same seed, a bfloat16 model of either code starts from the same
+    states (the official pretrain.py builds on the GPU, from CUDA's generator, which no CPU draw matches)."""
     return trunc_normal_(torch.empty(*lead, dim, dtype=dtype), std=1.0).float()
 
 
@@ -146,7 +147,9 @@ class RecursiveModel(nn.Module, ABC):
         if self.arch and config.arch != self.arch:
             raise ConfigError(f"config is for arch {config.arch!r}, not {self.arch!r}")
         self.config = cfg = config
-        self.state_dtype = resolve_dtype(cfg.dtype, device or torch.device("cpu"))  # for init_state
+        # the dtype the initial states are drawn in (construction only: `device` is where the model will
+        # compute; a model built without it and moved to a GPU under dtype "auto" drew float32 states)
+        self.state_dtype = resolve_dtype(cfg.dtype, device or torch.device("cpu"))
         self.T, self.n = cfg.T, cfg.n  # the recursion depth in use: the config's, unless a curriculum lowers it
         self._dtype_for: tuple[str, torch.device, torch.dtype] | None = None  # see compute_dtype
         d = cfg.hidden_size
