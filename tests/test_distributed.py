@@ -162,6 +162,12 @@ def test_two_gloo_processes_train_like_one_with_a_resume_in_the_middle(ided, tmp
     assert (two / "checkpoints" / "step_6" / "model.safetensors").is_file()
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.slow
 def test_two_nodes_by_rendezvous_train_like_one_process(ided, tmp_path):
     """The README's multi-machine command (`--nnodes 2 --rdzv-backend c10d --rdzv-endpoint HOST:PORT`), both
@@ -171,12 +177,9 @@ def test_two_nodes_by_rendezvous_train_like_one_process(ided, tmp_path):
     common += ["max_steps=4"]
     acc, nodes = tmp_path / "acc", tmp_path / "nodes"
     _cli(["train", "sudoku4-tiny", *common, "micro_batch_size=16", "--run-dir", str(acc), "--no-progress"], 1)
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        port = s.getsockname()[1]
     torchrun = Path(sys.executable).with_name("torchrun")
     launch = [str(torchrun), "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d"]
-    launch += ["--rdzv-endpoint", f"localhost:{port}", "--rdzv-id", "trm-test", "-m", "trm.cli"]
+    launch += ["--rdzv-endpoint", f"localhost:{_free_port()}", "--rdzv-id", "trm-test", "-m", "trm.cli"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     node = [*launch, "train", "sudoku4-tiny", *common, "--run-dir", str(nodes), "--no-progress"]
     procs = [
@@ -189,12 +192,6 @@ def test_two_nodes_by_rendezvous_train_like_one_process(ided, tmp_path):
     for key in sa["model"]:
         assert torch.equal(sa["model"][key], sb["model"][key]), key
     assert _rows(acc, "eval")[-1]["exact_accuracy"] == _rows(nodes, "eval")[-1]["exact_accuracy"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
 
 
 def _machines(per_node: list[list[str]], timeout: float = 300) -> list[tuple[int, str, str]]:

@@ -70,9 +70,8 @@ def data_parallel(d: Dist, module: torch.nn.Module) -> torch.nn.Module:
 def init(device_name: str = "auto") -> Dist:
     """Join the process group torchrun set up (WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR/PORT), or stay a
     single process. On CUDA each process takes the GPU of its local rank."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
     device = pick_device(device_name)
-    if world == 1:
+    if not launched_under_torchrun():
         return Dist(0, 1, device)
     if device.type == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))
