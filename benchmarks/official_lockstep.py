@@ -158,7 +158,6 @@ def main() -> None:
             m = cfg.model
             draws = trm.train.exploration_min_steps(cfg.seed, trainer.step, B, m.N_sup, m.halt_exploration_prob)
             ours = trainer.train_step(batch)
-            row = dict(step=trainer.step, trm_lm_loss=float(ours["lm_loss"]) / B)
             if not args.trm_only:
                 if state.carry is None:
                     state.carry = state.model.initial_carry(batch)
@@ -166,8 +165,10 @@ def main() -> None:
                     moved = {k: learn_official._OnDevice(v, CPU) for k, v in batch.items()}
                     theirs = pt.train_batch(config, state, moved, B, rank=0, world_size=1)
                 ema.update(state.model)
-                row["official_lm_loss"] = float(theirs["train/lm_loss"])
             if trainer.step % args.every == 0 or trainer.step == steps:
+                row = dict(step=trainer.step, trm_lm_loss=float(ours["lm_loss"]) / B)
+                if not args.trm_only:
+                    row["official_lm_loss"] = float(theirs["train/lm_loss"])
                 row["trm_halted"] = int(trainer.carries[0].halted.sum())
                 if not args.trm_only:
                     row["official_halted"] = int(state.carry.halted.sum())
