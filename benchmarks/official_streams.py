@@ -52,3 +52,64 @@ class StreamRecorder:
         keys = self.batches[0].keys()
         streams = {key: torch.stack([b[key] for b in self.batches]) for key in keys}
         torch.save({**streams, "min_steps": torch.stack(self.min_steps), "prob": self.prob, "seed": self.seed}, path)
+
+
+def compare(streams: dict[str, Any], data: str, seed: int, n_sup: int) -> None:
+    """Print the statistics of the recorded streams beside those of trm's for the same seed, steps and batch:
+    whether each epoch visits every group once, how often each group comes, the exploration rate and the
+    distribution of the minimum step counts."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from trm.data.layout import PuzzleDataset
+    from trm.data.sampling import TrainSampler
+    from trm.supervision import exploration_min_steps
+
+    ds = PuzzleDataset(Path(data), "train")
+    steps, rows = streams["inputs"].shape[:2]
+    key = {r.tobytes() + q.tobytes(): i for i, (r, q) in enumerate(zip(ds.inputs, ds.labels, strict=True))}
+    example_group = np.searchsorted(ds.group_indices, np.searchsorted(ds.puzzle_indices, np.arange(ds.num_examples),
+                                    side="right") - 1, side="right") - 1  # fmt: skip
+
+    def groups(inputs: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+        width = inputs.shape[-1]
+        flat = zip(inputs.reshape(-1, width).numpy(), labels.reshape(-1, width).numpy(), strict=True)
+        return example_group[[key[r.astype(ds.inputs.dtype).tobytes() + q.astype(ds.labels.dtype).tobytes()]
+                              for r, q in flat]]  # fmt: skip
+
+    sampler = iter(TrainSampler(ds, rows, seed))
+    ours = [next(sampler) for _ in range(steps)]
+    sides = {
+        "official (recorded)": (groups(streams["inputs"], streams["labels"]), streams["min_steps"].numpy()),
+        "trm": (
+            groups(torch.stack([b["inputs"] for b in ours]), torch.stack([b["labels"] for b in ours])),
+            torch.stack([exploration_min_steps(seed, i, rows, n_sup, streams["prob"]) for i in range(steps)]).numpy(),
+        ),
+    }
+    g = ds.num_groups
+    for name, (visits, min_steps) in sides.items():
+        epochs = len(visits) // g
+        whole = sum(len(set(visits[e * g : (e + 1) * g])) == g for e in range(epochs))
+        counts = np.bincount(visits, minlength=g)
+        explored = min_steps[min_steps > 0]
+        share = np.bincount(explored, minlength=n_sup + 1)[2:] / max(len(explored), 1)
+        print(f"{name}: {whole} of {epochs} epochs visit every group once; each group {counts.min()}-{counts.max()} "
+              f"times; exploration in {(min_steps > 0).mean():.2%} of the rows; minimum steps 2..{n_sup}: "
+              f"{' '.join(f'{x:.3f}' for x in share)}")  # fmt: skip
+
+
+def main() -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description="Compare recorded official streams with trm's for the same seed.")
+    p.add_argument("streams", help="a file from learn_official.py --record-streams")
+    p.add_argument("data", help="the data set the run trained on")
+    p.add_argument("--N-sup", type=int, default=8, dest="n_sup")
+    args = p.parse_args()
+    streams = torch.load(args.streams)
+    compare(streams, args.data, int(streams["seed"]), args.n_sup)
+
+
+if __name__ == "__main__":
+    main()
