@@ -114,11 +114,12 @@ def test_table_and_summary_ratios_are_official_time_over_trm_time():
 
 
 def test_mfu_is_against_the_data_sheet_peak_of_a_known_gpu(monkeypatch):
-    names = iter(["NVIDIA H100 PCIe", "NVIDIA H200", "NVIDIA H100 80GB HBM3", "Tesla T4"])
+    names = iter(["NVIDIA H100 PCIe", "NVIDIA H200", "NVIDIA H100 80GB HBM3", "NVIDIA H200 NVL", "Tesla T4"])
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: next(names))
     assert peak_flops("bfloat16", "cuda") == 756e12  # the PCIe card, not the SXM one
     assert peak_flops("float32", "cuda") == 67e12
     assert peak_flops("bfloat16", "cuda:0") == 989e12
+    assert peak_flops("bfloat16", "cuda") == 835e12  # the NVL card, not the SXM one
     assert peak_flops("bfloat16", "cuda") is None  # not in the table
     assert peak_flops("bfloat16", "cpu") is None
 

@@ -39,7 +39,7 @@ class Scripted(nn.Module):
 
     def __init__(self, n_sup: int = 4, seq_len: int = 4, vocab: int = 12):
         super().__init__()
-        self.config = SimpleNamespace(N_sup=n_sup, seq_len=seq_len)
+        self.config = SimpleNamespace(N_sup=n_sup, seq_len=seq_len, vocab_size=128)  # inputs carry the script
         self.vocab = vocab
         self.device = torch.device("cpu")
         self.calls: list[int] = []  # rows per forward call
@@ -329,3 +329,19 @@ def test_step_noise_reaches_models_without_a_latent_z(overrides):
     (answer,) = Engine(model, cfg).run([Request(random_inputs(1, seed=2)[0])])
     clean, noisy = (t.logits for t in sorted(answer.trajectories, key=lambda t: t.sample))
     assert not torch.allclose(clean, noisy)
+
+
+def test_tokens_outside_the_vocabulary_or_a_wrong_length_are_refused_before_they_reach_the_model():
+    """On CUDA such a token would be a device-side assert that ends every other puzzle in the pool."""
+    model = tiny_trm()
+    good = random_inputs(1)[0]
+    engine = Engine(model)
+    for bad, match in (
+        (np.where(np.arange(good.size) == 0, model.config.vocab_size, good), "lie in 0"),
+        (np.where(np.arange(good.size) == 0, -1, good), "lie in 0"),
+        (good[:-1], "tokens; the model reads"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            engine.submit(Request(bad))
+    assert engine.submitted == 0 and engine.idle  # nothing half-queued
+    assert [a.index for a in engine.run([Request(good)])] == [0]

@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from trm import run_state
 from trm.cli import main
 from trm.errors import CheckpointError
 from trm.integrity import SUMS_NAME, verify_checksums
@@ -272,3 +273,15 @@ def test_damaged_state_checkpoint_and_data_files_are_named(data4, tmp_path, caps
     assert train(copy, tmp_path / "x") == 2
     line = one_error_line(capsys)
     assert line.startswith(f"trm: error: {copy / 'train' / 'all__labels.npy'}: corrupt")
+
+
+def test_each_process_restores_the_cuda_generator_of_its_own_gpu():
+    """A state keeps one CUDA generator state; older states kept one per GPU that rank 0 saw, and restoring
+    them all failed on a machine that shows fewer GPUs: now this GPU's (or the last) is taken, and none off CUDA."""
+    states = [torch.full((4,), i, dtype=torch.uint8) for i in range(2)]
+    own = run_state._own_cuda_rng
+    assert own(states, torch.device("cuda", 1)) is states[1]
+    assert own(states, torch.device("cuda", 5)) is states[1]  # saved with 2 GPUs visible, resumed on the 6th
+    assert own(states, torch.device("cuda")) is states[0]
+    assert own(states[0], torch.device("cuda", 3)) is states[0]
+    assert own(states, torch.device("cpu")) is None and own(None, torch.device("cuda", 0)) is None

@@ -25,7 +25,7 @@ from trm.errors import ConfigError
 from trm.inference.engine import Engine, InferenceConfig, Request
 from trm.inference.halting import DEFAULT_POLICY
 from trm.models import build_model
-from trm.models.base import cpu_has_native_bf16
+from trm.models.base import native_bf16
 from trm.models.layers import round_up
 from trm.optim import AdamATan2, SignSGDEmbedding
 from trm.supervision import DeepSupervision, think
@@ -53,8 +53,7 @@ def random_batch(batch_size: int, cfg: ModelConfig, device: torch.device, seed: 
 
 def default_dtypes(device: torch.device) -> list[str]:
     """float32, and bfloat16 where the device runs it natively."""
-    native = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
-    return ["float32", "bfloat16"] if native else ["float32"]
+    return ["float32", "bfloat16"] if native_bf16(device) else ["float32"]
 
 
 def _sync(device: torch.device) -> None:
@@ -189,6 +188,8 @@ def step_flops(cfg: ModelConfig, batch_size: int, mode: str) -> float:
 # wins. float32 is the plain (non-TF32) rate: torch's default float32 matmul precision does not use TF32.
 GPU_PEAK_FLOPS = {
     "H100 PCIe": {"bfloat16": 756e12, "float32": 51e12},
+    "H100 NVL": {"bfloat16": 835e12, "float32": 60e12},
+    "H200 NVL": {"bfloat16": 835e12, "float32": 60e12},
     "H100": {"bfloat16": 989e12, "float32": 67e12},
     "H200": {"bfloat16": 989e12, "float32": 67e12},
     "A100": {"bfloat16": 312e12, "float32": 19.5e12},

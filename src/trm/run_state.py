@@ -58,6 +58,17 @@ class TrainingDiverged(TRMError):
     """The loss or the weights became NaN or infinite; the state on disk is the last good one."""
 
 
+def _own_cuda_rng(saved: Any, device: torch.device) -> torch.Tensor | None:
+    """The saved CUDA generator state this process restores on its own GPU (a state holds one: restoring one per
+    GPU that rank 0 saw failed on a machine that shows fewer); states of older versions hold a list, one per
+    visible GPU: this GPU's, or the last. None off CUDA."""
+    if saved is None or device.type != "cuda":
+        return None
+    if isinstance(saved, (list, tuple)):
+        return saved[min(device.index or 0, len(saved) - 1)] if saved else None
+    return saved
+
+
 def save_state(state: dict[str, Any], path: Path) -> None:
     """`torch.save` bytes plus their SHA-256, written atomically."""
     buf = io.BytesIO()
@@ -253,7 +264,7 @@ class RunState:
             "carry": self._global_carry(),
             "rng": {
                 "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
                 "numpy": np.random.get_state(),
                 "python": random.getstate(),
             },
@@ -279,8 +290,8 @@ class RunState:
             self._load_carry(state["carry"])
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        if (cuda := _own_cuda_rng(rng["cuda"], self.device)) is not None:
+            torch.cuda.set_rng_state(cuda, self.device)
         np.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
 

@@ -93,11 +93,12 @@ def supervision_loss(
     return StepLosses(total, lm_rows.sum(), q_rows.sum(), q_cont_rows.sum(), correct, seq_correct, counts)
 
 
-def step_weights(decay: float, N_sup: int) -> torch.Tensor:
+def step_weights(decay: float, N_sup: int, device: torch.device | None = None) -> torch.Tensor:
     """Weights [N_sup] of the losses at supervision steps 1..N_sup: decay^(s-1), scaled to mean 1 so the
-    learning rate keeps its meaning (CGAR's hierarchical supervision weighting; decay 1 = uniform, official)."""
-    w = torch.tensor([decay**s for s in range(N_sup)], dtype=torch.float64)
-    return (w * N_sup / w.sum()).float()
+    learning rate keeps its meaning (CGAR's hierarchical supervision weighting; decay 1 = uniform, official).
+    Computed on `device`: a copy from the host to a GPU would wait for the GPU at every step."""
+    w = decay ** torch.arange(N_sup, dtype=torch.float32, device=device)
+    return w * (N_sup / w.sum())
 
 
 def exploration_min_steps(seed: int, step: int, rows: int, N_sup: int, prob: float) -> torch.Tensor:
@@ -191,7 +192,7 @@ class DeepSupervision(nn.Module):
     def _row_weight(self, steps: torch.Tensor, N_sup: int) -> torch.Tensor | None:
         if self.supervision_decay == 1.0:
             return None
-        w = step_weights(self.supervision_decay, N_sup).to(steps.device)
+        w = step_weights(self.supervision_decay, N_sup, steps.device)
         return w[(steps - 1).clamp(0, N_sup - 1).long()]
 
 

@@ -234,7 +234,7 @@ class Trainer(RunState):
             self.sparse.zero_grad()
         if self.ema:
             self.ema.update(self.model)
-        sums["lr"] = torch.tensor(cfg.lr * lr_scale, device=self.device)
+        sums["lr"] = torch.full((), cfg.lr * lr_scale, device=self.device)  # a fill: no host-to-GPU copy, no sync
         return sums
 
     def run_eval(self) -> dict[str, float]:
@@ -301,7 +301,7 @@ class Trainer(RunState):
         if not d.active:
             return self._clock(), stop.signum
         t = torch.tensor([self._clock() if d.is_main else 0.0, float(stop.signum is not None)], dtype=torch.float64)
-        clock, signalled = distributed.all_reduce_sum(d, t.to(self.device)).tolist()
+        clock, signalled = distributed.all_reduce_sum(d, t.to(self.device, non_blocking=True)).tolist()
         return clock, (stop.signum or signal.SIGTERM) if signalled else None
 
     def _interrupt(self, signum: int) -> NoReturn:

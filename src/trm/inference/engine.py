@@ -154,7 +154,15 @@ class Engine:
 
     # -- queue ---------------------------------------------------------------------------------------------
     def submit(self, request: Request) -> int:
-        table = getattr(self.model.config, "num_puzzle_identifiers", None)
+        """Queue one puzzle, checked first: on CUDA a token outside the vocabulary would not be an IndexError
+        but a device-side assert that leaves the GPU unusable for every other puzzle in the pool."""
+        cfg = self.model.config
+        tokens = np.asarray(request.inputs)
+        if tokens.shape != (cfg.seq_len,):
+            raise ConfigError(f"a puzzle of {tokens.size} tokens; the model reads {cfg.seq_len}")
+        if tokens.size and not (tokens.min() >= 0 and tokens.max() < cfg.vocab_size):
+            raise ConfigError(f"tokens must lie in 0..{cfg.vocab_size - 1}, got {tokens.min()}..{tokens.max()}")
+        table = getattr(cfg, "num_puzzle_identifiers", None)
         if table is not None and not 0 <= request.puzzle_identifier < table:
             raise ConfigError(
                 f"puzzle identifier {request.puzzle_identifier} is outside the model's {table} identifiers"

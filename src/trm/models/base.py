@@ -52,18 +52,26 @@ def cpu_has_native_bf16() -> bool:
     return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` runs bfloat16 natively: NVIDIA GPUs from Ampere on (compute capability 8; a V100 or T4
+    emulates it, slower than float32), ROCm GPUs, MPS, and CPUs with AVX512-BF16 or AMX."""
+    if device.type == "cuda":
+        return bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
+    if device.type == "cpu":
+        return cpu_has_native_bf16()
+    return device.type == "mps"
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """The compute dtype (weights stay float32 and are cast per operation). "auto" is bfloat16 where the
-    device runs it natively (CUDA, MPS, CPUs with AVX512-BF16 or AMX) and float32 elsewhere; TRM_CPU_DTYPE
-    (float32 | bfloat16) overrides the CPU choice."""
+    device runs it natively (`native_bf16`) and float32 elsewhere; TRM_CPU_DTYPE (float32 | bfloat16)
+    overrides the CPU choice."""
     if name != "auto":
         return getattr(torch, name)
-    if device.type != "cpu":
-        return torch.bfloat16
     forced = os.environ.get("TRM_CPU_DTYPE")
-    if forced in ("float32", "bfloat16"):
+    if device.type == "cpu" and forced in ("float32", "bfloat16"):
         return getattr(torch, forced)
-    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    return torch.bfloat16 if native_bf16(device) else torch.float32
 
 
 def pick_device(name: str = "auto") -> torch.device:
