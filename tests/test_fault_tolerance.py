@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import trm.train
 from trm import run_state
 from trm.cli import main
 from trm.errors import CheckpointError
@@ -173,6 +174,47 @@ def test_a_signal_saves_the_state_and_the_run_resumes_exactly(data4, reference, 
     assert_same_run(reference, run)
 
 
+@pytest.mark.parametrize("at", [10, 16])  # a periodic evaluation, the final one
+def test_a_signal_during_an_evaluation_ends_it_and_the_resumed_run_evaluates_again(
+    data4, reference, tmp_path, monkeypatch, capsys, at
+):
+    """A signal while the trainer evaluates is answered after the evaluation's next pool of puzzles, not at its
+    end: the state of that step is saved, no eval row or checkpoint is written for it, and the resumed run
+    evaluates that step again first, ending like the uninterrupted run."""
+    run = tmp_path / "run"
+    plain_run_eval, plain_evaluate = Trainer.run_eval, trm.train.evaluate
+    evaluating: list[int] = []  # the step of every evaluation begun
+    pools: list[int] = []  # the step of every pool of puzzles finished
+
+    def run_eval(self: Trainer, stop=None) -> dict:
+        evaluating.append(self.step)
+        return plain_run_eval(self, stop)
+
+    def evaluate(*args, progress, **kwargs):
+        def finished(k: int) -> None:
+            pools.append(evaluating[-1])
+            if pools.count(at) == 1 and pools[-1] == at:
+                signal.raise_signal(signal.SIGTERM)
+            progress(k)
+
+        return plain_evaluate(*args, progress=finished, **kwargs)
+
+    monkeypatch.setattr(Trainer, "run_eval", run_eval)
+    monkeypatch.setattr(trm.train, "evaluate", evaluate)
+    assert train(data4, run, *ARGS) == 128 + signal.SIGTERM
+    assert (
+        one_error_line(capsys)
+        == f"trm: interrupted at step {at} (SIGTERM), state saved; resume with trm train --resume {run}"
+    )
+    assert pools.count(at) == 1  # the test set has two pools: the second one never ran
+    assert load_state(run / STATE_NAME)["step"] == at
+    assert at not in [r["step"] for r in rows(run, "eval")] and not (run / "checkpoints" / f"step_{at}").exists()
+    begun = len(evaluating)
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert evaluating[begun] == at  # evaluated again, before any training step
+    assert_same_run(reference, run)
+
+
 def test_a_run_killed_before_its_first_save_starts_again_from_its_config(data4, reference, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
@@ -285,3 +327,14 @@ def test_each_process_restores_the_cuda_generator_of_its_own_gpu():
     assert own(states, torch.device("cuda")) is states[0]
     assert own(states[0], torch.device("cuda", 3)) is states[0]
     assert own(states, torch.device("cpu")) is None and own(None, torch.device("cuda", 0)) is None
+
+
+def test_an_interactive_run_says_at_once_that_it_is_stopping(capfd):
+    for notice, expected in ((True, 1), (False, 0)):
+        with run_state.StopSignals(notice=notice) as stop:
+            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)  # a second SIGTERM changes nothing; a second SIGINT stops at once
+            assert stop.signum == signal.SIGTERM
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGINT)
+        assert capfd.readouterr().err.count("trm: stopping after this step, with the state saved") == expected

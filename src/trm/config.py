@@ -190,7 +190,7 @@ class TrainConfig(BaseModel):
 
     seed: int = 0
     device: str = "auto"
-    compile: bool = False  # torch.compile the supervision step (official default on GPU): ~1.3x on CPU
+    compile: bool = False  # torch.compile the supervision step (official default on GPU): ~1.4x on CPU
     log_every: int = Field(10, gt=0)
     save_every: float = Field(300.0, gt=0)  # seconds ("5m" accepted) between saves of the resumable state
     tensorboard: bool = False

@@ -190,15 +190,19 @@ def clean_partial_writes(run_dir: Path, names: Iterable[str]) -> list[str]:
 class StopSignals:
     """The first SIGINT or SIGTERM asks training to stop at the next step boundary (it saves, then raises
     TrainingInterrupted); a second SIGINT stops at once (every write is atomic, so nothing is left corrupt).
-    Python delivers signals to the main thread only: elsewhere nothing is installed."""
+    With `notice` (an interactive run) the first one says so on the terminal at once. Python delivers signals
+    to the main thread only: elsewhere nothing is installed."""
 
-    def __init__(self) -> None:
+    def __init__(self, notice: bool = False) -> None:
         self.signum: int | None = None
+        self.notice = notice
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        if self.signum is None and self.notice:  # os.write: print() could be inside a write to stderr already
+            os.write(2, b"\ntrm: stopping after this step, with the state saved (Ctrl-C again stops at once)\n")
         self.signum = signum
 
     def __enter__(self) -> StopSignals:

@@ -64,6 +64,14 @@ from trm.tasks.arc_eval import VoteCollector
 from trm.train_log import METRICS_NAME, MetricsLogger, format_metrics, train_log_metrics
 
 
+class EvalStopped(Exception):
+    """A stop signal arrived during an evaluation (one process): the trainer saves its state and stops."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -237,7 +245,10 @@ class Trainer(RunState):
         sums["lr"] = torch.full((), cfg.lr * lr_scale, device=self.device)  # a fill: no host-to-GPU copy, no sync
         return sums
 
-    def run_eval(self) -> dict[str, float]:
+    def run_eval(self, stop: StopSignals | None = None) -> dict[str, float]:
+        """The held-out metrics (EMA weights). In one process a stop signal abandons the evaluation at the next
+        pool of finished puzzles (EvalStopped), so that a signal during a long evaluation is answered within
+        seconds; under torchrun the ranks finish it together first (stopping alone, one would hang the rest)."""
         if self.eval_ds is None:
             return {}
         cfg, d = self.cfg, self.dist
@@ -250,7 +261,17 @@ class Trainer(RunState):
             unit="ex",
         )
         votes = VoteCollector.for_data(self.eval_ds.root)  # ARC data: also the voting score
-        with self.ema.swapped(self.model) if self.ema else contextlib.nullcontext():
+
+        def check() -> None:
+            if stop is not None and stop.signum is not None and not d.active:
+                raise EvalStopped(stop.signum)
+
+        def finished(k: int) -> None:
+            bar.update(min(k * d.world_size, bar.total - bar.n))
+            check()
+
+        check()
+        with bar, self.ema.swapped(self.model) if self.ema else contextlib.nullcontext():
             res = evaluate(
                 self.model,
                 self.eval_ds,
@@ -260,12 +281,11 @@ class Trainer(RunState):
                 ),
                 max_examples=cfg.eval_max_examples,
                 loss_type=cfg.loss_type,
-                progress=lambda k: bar.update(min(k * d.world_size, bar.total - bar.n)),
+                progress=finished,
                 on_batch=votes,
                 rank=d.rank,
                 world_size=d.world_size,
             )
-        bar.close()
         if votes is not None and (arc_score := votes.result()) is not None:
             res.metrics.update(arc_score.metrics())
         return res.metrics
@@ -337,7 +357,7 @@ class Trainer(RunState):
         self.model.train()
         self._t0, self._start_step = time.perf_counter(), self.step
         try:
-            with StopSignals() as stop:
+            with StopSignals(notice=self.progress) as stop:
                 return self._loop(stop, bar)
         finally:
             bar.close()
@@ -351,6 +371,8 @@ class Trainer(RunState):
         last_eval: dict[str, float] = {}
         batches = iter(self.sampler)
         elapsed, _ = self._poll(stop)
+        if self.step and self._saved_at != self.step and self._eval_due() and not self._finished(elapsed):
+            last_eval = self._evaluate_and_save(stop)  # a signal cut this evaluation short: run it again
         while not self._finished(elapsed):
             sums = self._sums  # on the device: no host sync per step, only per log line
             for k, v in self.train_step(next(batches), elapsed).items():
@@ -362,9 +384,8 @@ class Trainer(RunState):
                 logged = self._log_train()
                 bar.set_postfix(loss=f"{logged['lm_loss']:.3f}", exact=f"{logged['exact_accuracy']:.3f}",
                                 steps_per_s=f"{logged['steps_per_s']:.2f}")  # fmt: skip
-            remaining = self.total_steps - self.step if self.total_steps else math.inf
-            if self.step % self.eval_every == 0 and remaining >= self.eval_every // 2:
-                last_eval = self._evaluate_and_save()
+            if self._eval_due():
+                last_eval = self._evaluate_and_save(stop)
             elapsed, signum = self._poll(stop)
             if signum is not None:
                 self._interrupt(signum)
@@ -373,12 +394,22 @@ class Trainer(RunState):
         if self._window:
             self._log_train()
         if self._saved_at != self.step:  # the end of the run: final evaluation and checkpoint
-            last_eval = self._evaluate_and_save()
+            last_eval = self._evaluate_and_save(stop)
         return last_eval
 
-    def _evaluate_and_save(self) -> dict[str, float]:
+    def _eval_due(self) -> bool:
+        """A periodic evaluation at this step (none within half an interval of the end, which has its own)."""
+        remaining = self.total_steps - self.step if self.total_steps else math.inf
+        return self.step % self.eval_every == 0 and remaining >= self.eval_every // 2
+
+    def _evaluate_and_save(self, stop: StopSignals) -> dict[str, float]:
+        """Evaluate, log, write the checkpoint and the state; a signal during the evaluation saves the state
+        and stops (the evaluation runs again on resume)."""
         clock = self._clock()
-        metrics = self.run_eval()
+        try:
+            metrics = self.run_eval(stop)
+        except EvalStopped as stopped:
+            self._interrupt(stopped.signum)
         if metrics and self.logger is not None:
             self.logger.log("eval", self.step, {**metrics, "elapsed_s": clock})
             self.say(f"step {self.step}: " + format_metrics(metrics))
