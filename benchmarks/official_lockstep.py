@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import importlib.util
 import json
+import os
 import sys
 import tempfile
 import time
@@ -87,7 +88,7 @@ def max_weight_diff(trainer: Trainer, official_model: torch.nn.Module, tmp: Path
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("data", type=Path)
-    p.add_argument("--official", required=True)
+    p.add_argument("--official", default=os.environ.get("TRM_OFFICIAL_DIR"), help="default: $TRM_OFFICIAL_DIR")
     p.add_argument("--preset", default="sudoku9-cpu")
     p.add_argument("--set", nargs="*", default=[], help="trm overrides (e.g. global_batch_size=64 epochs=38 seed=1)")
     p.add_argument("--steps", type=int, default=None, help="stop after this many steps (default: the schedule)")
@@ -97,6 +98,8 @@ def main() -> None:
     p.add_argument("--replay-parts", choices=["all", "batches", "draws"], default="all")
     p.add_argument("--trm-only", action="store_true", help="train trm only (on the replayed streams)")
     args = p.parse_args()
+    if not args.official:
+        p.error("--official CHECKOUT (or TRM_OFFICIAL_DIR) is needed")
     replay = torch.load(args.replay) if args.replay else None
     replay_batches = replay is not None and args.replay_parts in ("all", "batches")
     replay_draws = replay is not None and args.replay_parts in ("all", "draws")

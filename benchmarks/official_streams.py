@@ -1,5 +1,8 @@
 """The random streams of an official training run, recorded step by step so that `official_lockstep.py
---replay` can feed them to trm's step: `learn_official.py --record-streams FILE` writes them."""
+--replay` can feed them to trm's step: `learn_official.py --record-streams FILE` writes them.
+
+    python benchmarks/official_streams.py STREAMS DATA [--N-sup 8]   # their statistics beside trm's
+"""
 
 from __future__ import annotations
 
