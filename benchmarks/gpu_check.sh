@@ -9,6 +9,7 @@
 #       3. benchmarks/precision_check.py: 100 steps of sudoku-mlp on real puzzles, bfloat16 eager and compiled
 #          losses against float32 eager, every step, within the tolerances stated there
 #       4. the sudoku-mlp training step compiled (compile=true: trm's one graph, the official torch.compile)
+#       5. benchmarks/sync_check.py: host syncs per training step of sudoku-mlp, by the line that made them
 #   bash benchmarks/gpu_check.sh learn     # on the GPU (~6 min): learning per GPU-minute, sudoku-mlp on the 9x9
 #       30-given puzzles of the CPU comparison (BENCHMARKS.md section 9), LEARN_MINUTES (default 2) per side, the
 #       same short-run recipe on both sides; the official cosine is fitted to the budget from its step time
@@ -74,6 +75,8 @@ speed() {
     || echo "precision_check: a variant is outside its tolerance (see above)"
   "${bench[@]}" sudoku-mlp compile=true --batch "${SUDOKU_BATCH:-768}" --dtype bfloat16 --repeats 5 --modes train \
     --json "$OUT/bench_compiled.json" --md "$OUT/bench_compiled.md"
+  "$PY" benchmarks/sync_check.py --preset sudoku-mlp --data "$DATA" --steps 5 --device "$DEVICE" \
+    --out "$OUT/syncs.json" -- global_batch_size="${SUDOKU_BATCH:-768}"
 }
 
 learn() {
