@@ -339,7 +339,8 @@ def test_tokens_outside_the_vocabulary_or_a_wrong_length_are_refused_before_they
     for bad, match in (
         (np.where(np.arange(good.size) == 0, model.config.vocab_size, good), "lie in 0"),
         (np.where(np.arange(good.size) == 0, -1, good), "lie in 0"),
-        (good[:-1], "tokens; the model reads"),
+        (good[:-1], r"shape \(15,\); the model reads 16 tokens"),
+        (good.reshape(4, 4), r"shape \(4, 4\); the model reads 16 tokens in a row"),
     ):
         with pytest.raises(ConfigError, match=match):
             engine.submit(Request(bad))

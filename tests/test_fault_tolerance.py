@@ -188,7 +188,7 @@ def test_a_signal_during_an_evaluation_ends_it_and_the_resumed_run_evaluates_aga
 
     def run_eval(self: Trainer, stop=None) -> dict:
         evaluating.append(self.step)
-        return plain_run_eval(self, stop)
+        return plain_run_eval(self, *([] if stop is None else [stop]))  # (the old code took no stop)
 
     def evaluate(*args, progress, **kwargs):
         def finished(k: int) -> None:
@@ -338,3 +338,12 @@ def test_an_interactive_run_says_at_once_that_it_is_stopping(capfd):
             with pytest.raises(KeyboardInterrupt):
                 signal.raise_signal(signal.SIGINT)
         assert capfd.readouterr().err.count("trm: stopping after this step, with the state saved") == expected
+
+    def closed_pipe(fd: int, data: bytes) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    with run_state.StopSignals(notice=True) as stop:  # stderr piped into a `tee` that the same Ctrl-C ended
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(run_state.os, "write", closed_pipe)
+            signal.raise_signal(signal.SIGTERM)
+        assert stop.signum == signal.SIGTERM  # the stop is kept: the run still saves its state

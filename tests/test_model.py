@@ -209,6 +209,7 @@ def test_auto_dtype_is_bfloat16_only_where_the_device_runs_it_natively(monkeypat
     for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
         monkeypatch.setattr(trm_module, "cpu_has_native_bf16", lambda native=native: native)
         assert trm_module.resolve_dtype("auto", cpu) == expected
+    monkeypatch.setattr(torch.version, "hip", None)  # a ROCm build counts as native whatever the capability
     for capability, expected in (((9, 0), torch.bfloat16), ((8, 0), torch.bfloat16), ((7, 5), torch.float32)):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device, c=capability: c)
         assert trm_module.resolve_dtype("auto", cuda) == expected  # a T4 (7.5) emulates bf16: float32

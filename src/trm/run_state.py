@@ -59,9 +59,10 @@ class TrainingDiverged(TRMError):
 
 
 def _own_cuda_rng(saved: Any, device: torch.device) -> torch.Tensor | None:
-    """The saved CUDA generator state this process restores on its own GPU (a state holds one: restoring one per
-    GPU that rank 0 saw failed on a machine that shows fewer); states of older versions hold a list, one per
-    visible GPU: this GPU's, or the last. None off CUDA."""
+    """The saved CUDA generator state (rank 0's GPU's) that this process restores on its own GPU: a state holds
+    one, as restoring one per GPU that rank 0 saw failed on a machine that shows fewer. States of older versions
+    hold that list: this GPU's entry, or the last. None off CUDA. (Training draws nothing from it: its random
+    numbers come from seeded CPU generators.)"""
     if saved is None or device.type != "cuda":
         return None
     if isinstance(saved, (list, tuple)):
@@ -201,9 +202,10 @@ class StopSignals:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        if self.signum is None and self.notice:  # os.write: print() could be inside a write to stderr already
-            os.write(2, b"\ntrm: stopping after this step, with the state saved (Ctrl-C again stops at once)\n")
-        self.signum = signum
+        first, self.signum = self.signum is None, signum
+        if first and self.notice:  # os.write: print() could be inside a write to stderr already
+            with contextlib.suppress(OSError):  # a closed pipe (`| tee` ended by the same Ctrl-C) must not lose it
+                os.write(2, b"\ntrm: stopping after this step, with the state saved (Ctrl-C again stops at once)\n")
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():

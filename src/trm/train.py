@@ -373,6 +373,9 @@ class Trainer(RunState):
         elapsed, _ = self._poll(stop)
         if self.step and self._saved_at != self.step and self._eval_due() and not self._finished(elapsed):
             last_eval = self._evaluate_and_save(stop)  # a signal cut this evaluation short: run it again
+            elapsed, signum = self._poll(stop)  # as after any evaluation: the clock moved, a signal may have come
+            if signum is not None:
+                self._interrupt(signum)
         while not self._finished(elapsed):
             sums = self._sums  # on the device: no host sync per step, only per log line
             for k, v in self.train_step(next(batches), elapsed).items():

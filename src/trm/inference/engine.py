@@ -135,7 +135,7 @@ class Engine:
     """`submit` puzzles, call `step` until `idle` (each call is one supervision step of the whole pool and
     returns the puzzles it finished), or iterate `run(requests)`. The model is any module with TRM's step
     interface: `initial_state(b)`, `forward(y, z, inputs, ids) -> (y, z, logits, q_halt, q_continue)`, a
-    `device` (the engine's) and `config.N_sup`."""
+    `device` (the engine's) and `config.N_sup`, `config.seq_len`, `config.vocab_size`."""
 
     def __init__(self, model: nn.Module, config: InferenceConfig | None = None, checker: Checker | None = None):
         self.model, self.cfg, self.checker = model, config or InferenceConfig(), checker
@@ -159,7 +159,7 @@ class Engine:
         cfg = self.model.config
         tokens = np.asarray(request.inputs)
         if tokens.shape != (cfg.seq_len,):
-            raise ConfigError(f"a puzzle of {tokens.size} tokens; the model reads {cfg.seq_len}")
+            raise ConfigError(f"a puzzle of shape {tokens.shape}; the model reads {cfg.seq_len} tokens in a row")
         if tokens.size and not (tokens.min() >= 0 and tokens.max() < cfg.vocab_size):
             raise ConfigError(f"tokens must lie in 0..{cfg.vocab_size - 1}, got {tokens.min()}..{tokens.max()}")
         table = getattr(cfg, "num_puzzle_identifiers", None)
