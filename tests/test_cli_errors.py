@@ -207,3 +207,12 @@ def test_a_run_directory_that_holds_a_run_or_none_is_one_line_and_keeps_its_file
         err = capsys.readouterr().err.splitlines()
         assert len(err) == 1 and err[0].startswith("trm: error:") and says in err[0], err
     assert (run / "train_state.pt").read_bytes() == state
+
+
+def test_ctrl_c_outside_training_is_one_line_and_status_130(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "info", interrupted)
+    assert main(["info", "sudoku6-demo"]) == 130
+    assert capsys.readouterr().err == "trm: interrupted\n"

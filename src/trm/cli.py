@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trm: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:  # trm.run_state.TrainingInterrupted says where training stopped
-        print(f"trm: {err or 'interrupted'}", file=sys.stderr)
+        print(f"trm: {str(err) or 'interrupted'}", file=sys.stderr)
         return getattr(err, "exit_code", 130)
     except OSError as err:  # a path given that cannot be read or written: bad input too
         if debug:
