@@ -5,6 +5,7 @@ as bars on a terminal only. The fuzzer (test_fuzz.py) checks the same properties
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -216,3 +217,66 @@ def test_ctrl_c_outside_training_is_one_line_and_status_130(monkeypatch, capsys)
     monkeypatch.setattr(commands, "info", interrupted)
     assert main(["info", "sudoku6-demo"]) == 130
     assert capsys.readouterr().err == "trm: interrupted\n"
+
+
+def _tiny_sudoku4_checkpoint(path):
+    from trm.config import ModelConfig
+    from trm.models import TRM
+
+    config = ModelConfig(vocab_size=11, seq_len=16, hidden_size=16, num_heads=2, puzzle_emb_ndim=0, N_sup=2)
+    TRM(config).save_pretrained(path)
+    (path / "task.json").write_text('{"task": "sudoku", "size": 4}')
+    return path
+
+
+def test_solve_out_replaces_the_answers_file_only_when_every_puzzle_is_answered(tmp_path, monkeypatch, capsys):
+    """Found by hand: a bad puzzle file, or Ctrl-C, left an existing --out file empty (it was opened for writing
+    before the first answer)."""
+    import trm.inference
+
+    ckpt = _tiny_sudoku4_checkpoint(tmp_path / "c")
+    out = tmp_path / "answers.jsonl"
+    out.write_text("precious\n")
+    good = [sudoku.format_puzzle(p) for p, _, _ in sudoku.generate(3, 4, np.random.default_rng(1))]
+    (tmp_path / "bad.txt").write_text("\n".join([*good, "1234"]))  # the last one has 4 cells
+    assert main(["solve", str(ckpt), str(tmp_path / "bad.txt"), "--device", "cpu", "--out", str(out)]) == 2
+    (tmp_path / "good.txt").write_text("\n".join(good))
+    plain = trm.inference.solve_puzzles
+
+    def interrupted(*args, **kwargs):
+        yield from list(plain(*args, **kwargs))[:2]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("trm.inference.solve_puzzles", interrupted)
+    assert main(["solve", str(ckpt), str(tmp_path / "good.txt"), "--device", "cpu", "--out", str(out)]) == 130
+    assert out.read_text() == "precious\n" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "answers.jsonl", "bad.txt", "c", "good.txt"]  # fmt: skip
+    monkeypatch.setattr("trm.inference.solve_puzzles", plain)
+    capsys.readouterr()
+    assert main(["solve", str(ckpt), str(tmp_path / "good.txt"), "--device", "cpu", "--out", str(out)]) == 0
+    assert [json.loads(line)["index"] for line in out.read_text().splitlines()] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "arg, message",
+    [("missing.txt", "missing.txt: no such file"), ("sub/p", "sub/p: no such file"), (".", ".: a directory")],
+)
+def test_solve_names_a_puzzle_file_that_is_not_there(tmp_path, monkeypatch, capsys, arg, message):
+    """Found by hand: a missing file or a directory was read as a puzzle string ("puzzle has 12 cells")."""
+    ckpt = _tiny_sudoku4_checkpoint(tmp_path / "c")
+    monkeypatch.chdir(tmp_path)
+    assert main(["solve", str(ckpt), arg, "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"trm: error: {message}")
+
+
+def test_a_byte_order_mark_in_a_puzzle_file_is_not_a_cell(tmp_path, capsys):
+    ckpt = _tiny_sudoku4_checkpoint(tmp_path / "c")
+    puzzle = sudoku.format_puzzle(next(iter(sudoku.generate(1, 4, np.random.default_rng(2))))[0])
+    (tmp_path / "p.txt").write_bytes(b"\xef\xbb\xbf" + puzzle.encode() + b"\r\n")
+    assert main(["solve", str(ckpt), str(tmp_path / "p.txt"), "--device", "cpu"]) == 0
+
+
+def test_a_cpu_device_with_an_index_is_a_bad_device_not_a_corrupt_checkpoint():
+    with pytest.raises(ConfigError, match="not available"):
+        pick_device("cpu:7")
+    assert pick_device("cpu:0") == torch.device("cpu:0")

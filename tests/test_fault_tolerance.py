@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -347,3 +348,18 @@ def test_an_interactive_run_says_at_once_that_it_is_stopping(capfd):
             patch.setattr(run_state.os, "write", closed_pipe)
             signal.raise_signal(signal.SIGTERM)
         assert stop.signum == signal.SIGTERM  # the stop is kept: the run still saves its state
+
+
+def test_resuming_on_a_data_set_rebuilt_with_another_grid_size_is_one_line(data4, tmp_path, capsys, sudoku4_data):
+    """Found by hand: the weights' size mismatch surfaced as an internal error (a RuntimeError)."""
+    run, data = tmp_path / "run", tmp_path / "data"
+    shutil.copytree(data4, data)
+    assert train(data, run, "max_steps=2") == 0
+    shutil.rmtree(data)
+    assert main(["data", "sudoku", "--out", str(data), "--size", "6", "--generate", "60", "--aug", "0"]) == 0
+    capsys.readouterr()
+    state = (run / STATE_NAME).read_bytes()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"trm: error: {run / STATE_NAME}: the saved weights do not fit") and "size mismatch" in line
+    assert (run / STATE_NAME).read_bytes() == state

@@ -59,6 +59,17 @@ def test_small_run_learns(trained):
     assert json.loads((ckpt / "task.json").read_text()) == {"task": "sudoku", "size": 4}
 
 
+def test_save_outputs_names_the_file_it_writes_and_refuses_a_directory(trained, data4, tmp_path, capsys):
+    """Found by hand: `--save-outputs foo` wrote foo.npz and said "foo"; `--save-outputs DIR` wrote DIR.npz
+    beside the directory."""
+    assert main(["eval", str(trained), str(data4), "--max-examples", "4", "--save-outputs", str(tmp_path / "o")]) == 0
+    assert f"outputs written to {tmp_path / 'o.npz'}" in capsys.readouterr().out and (tmp_path / "o.npz").is_file()
+    (tmp_path / "d").mkdir()
+    assert main(["eval", str(trained), str(data4), "--save-outputs", str(tmp_path / "d")]) == 2
+    assert "a directory; give a file name" in capsys.readouterr().err
+    assert not (tmp_path / "d.npz").exists() and not any((tmp_path / "d").iterdir())
+
+
 def test_eval_and_save_outputs(trained, data4, tmp_path, capsys):
     out = tmp_path / "outputs.npz"
     assert main(["eval", str(trained), str(data4), "--save-outputs", str(out)]) == 0

@@ -285,7 +285,14 @@ class RunState:
         window = state.get("log_window") or {"steps": 0, "sums": {}}
         self._window = window["steps"]
         self._sums = {k: v.to(self.device) for k, v in window["sums"].items()} if self.dist.is_main else {}
-        self.model.load_state_dict(state["model"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as err:  # a data set rebuilt with another grid size or vocabulary since the save
+            shapes = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err))
+            raise CheckpointError(
+                f"{self.run_dir / STATE_NAME}: the saved weights do not fit the model this run's data set builds "
+                f"({shapes[:200]}); was the data set rebuilt with other puzzles?"
+            ) from None
         self.opt.load_state_dict(state["opt"])
         if self.sparse and state["sparse"]:
             self.sparse.load_state_dict(state["sparse"])

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
 from trm.errors import CheckpointError, ConfigError, TRMError
+from trm.integrity import TMP
 from trm.models import load_checkpoint
 from trm.models.base import resolve_checkpoint
 from trm.progress import progress
@@ -64,6 +69,8 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
             raise ConfigError("--show and --save-outputs run in a single process (not under torchrun)")
         if args.ensemble and args.save_outputs:
             raise ConfigError("--save-outputs saves one checkpoint's outputs; give no --ensemble with it")
+        if args.save_outputs and (args.save_outputs.is_dir() or str(args.save_outputs).endswith(os.sep)):
+            raise ConfigError(f"--save-outputs {args.save_outputs}: a directory; give a file name (FILE.npz)")
         if args.attempts < 1:
             raise ConfigError(f"--attempts must be at least 1, got {args.attempts}")
         inference = inference_config(args)  # a bad engine option fails before any work
@@ -122,8 +129,9 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
                 write_submission(args.submission, score.submission)
                 print(f"submission written to {args.submission}")
         if args.save_outputs:
-            np.savez_compressed(args.save_outputs, **res.outputs)
-            print(f"outputs written to {args.save_outputs}")
+            target = args.save_outputs.with_name(args.save_outputs.name.removesuffix(".npz") + ".npz")
+            np.savez_compressed(target, **res.outputs)  # (numpy adds .npz to a name without it)
+            print(f"outputs written to {target}")
         if shown:
             from trm.render import show_examples
 
@@ -138,12 +146,17 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
 def _read_puzzle_arg(text: str, task) -> list[str]:
     """A puzzle given inline, or a file of them, or `-` for stdin; the task knows how its files split."""
     if text == "-":
-        return task.split(sys.stdin.read())
-    if Path(text).is_file():
+        return task.split(sys.stdin.read().removeprefix("\ufeff"))
+    path = Path(text)
+    if path.is_file():
         try:
-            return task.split(Path(text).read_text(encoding="utf-8"))
+            return task.split(path.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark is not a cell
         except UnicodeDecodeError:
             raise TRMError(f"{text}: not a puzzle file (not UTF-8 text)") from None
+    if path.is_dir():
+        raise TRMError(f"{text}: a directory, not a puzzle or a file of puzzles")
+    if "/" in text or path.suffix.lower() in (".txt", ".csv", ".json", ".jsonl"):
+        raise TRMError(f"{text}: no such file")
     return [text]
 
 
@@ -166,11 +179,10 @@ def solve(args: argparse.Namespace) -> int:
     if not puzzles:
         raise TRMError("no puzzles given")
     brief = len(puzzles) > 10 and not args.trace  # many puzzles: one line each, not a grid each
-    out = None if picture else _open_output(args.out)
     started = time.perf_counter()
     valid = steps = compute = 0
     bar = progress(total=len(puzzles), desc="solving", unit="puzzle", disable=len(puzzles) < 2)
-    try:
+    with _answers_file(None if picture else args.out) as out, bar:
         for i, sol in enumerate(solve_puzzles(model, task, puzzles, config)):
             bar.update(1)
             valid, steps, compute = valid + sol.valid, steps + sol.steps, compute + sol.compute
@@ -192,10 +204,6 @@ def solve(args: argparse.Namespace) -> int:
                 f"valid solution: {'yes' if sol.valid else 'no'}   supervision steps: {sol.steps}   "
                 f"confidence: {sol.confidence:.3f}"
             )
-    finally:
-        bar.close()
-        if out is not None:
-            out.close()
     seconds = time.perf_counter() - started
     n = len(puzzles)
     policy = policy_for(config.policy, model.config.q_continue).name
@@ -204,7 +212,7 @@ def solve(args: argparse.Namespace) -> int:
         f"supervision steps per puzzle {compute / n:.2f}, {n / seconds:.1f} puzzles/s (policy {policy}, "
         f"step cap {config.max_steps or model.config.N_sup}, {config.samples} trajectory(ies) per puzzle)"
     )
-    if out is not None:
+    if args.out is not None and not picture:
         print(f"answers written to {args.out}")
     if picture:
         where = args.out if len(puzzles) == 1 else f"{numbered(args.out, 'N')} (N: the puzzle's number)"
@@ -212,14 +220,26 @@ def solve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_output(path: Path | None):
-    """A text file opened for writing, or None; an unwritable path is one clear line."""
+@contextlib.contextmanager
+def _answers_file(path: Path | None) -> Iterator[TextIO | None]:
+    """The answers stream into a temporary file beside `path`, which replaces `path` only once every puzzle is
+    answered: a failure or Ctrl-C on the way leaves a file already there as it was. An unwritable path is one
+    clear line."""
     if path is None:
-        return None
+        yield None
+        return
+    tmp = path.with_name(path.name + TMP)
     try:
-        return open(path, "w")  # noqa: SIM115 - closed by the caller
+        f = open(tmp, "w")  # noqa: SIM115 - closed below
     except OSError as err:
         raise TRMError(f"{path}: cannot write ({err.strerror})") from None
+    try:
+        with f:
+            yield f
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
 
 
 def _solution_record(i: int, task, sol) -> dict:

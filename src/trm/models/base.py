@@ -84,7 +84,7 @@ def pick_device(name: str = "auto") -> torch.device:
             raise ConfigError(f"unknown device {name!r} (try auto, cpu, cuda, cuda:1, mps)") from None
         mps = getattr(torch.backends, "mps", None)
         have = {
-            "cpu": True,
+            "cpu": device.index in (None, 0),  # one CPU device: "cpu:7" would pass here and fail later
             "cuda": torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count(),
             "mps": bool(mps and mps.is_available()),
         }
