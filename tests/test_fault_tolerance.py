@@ -363,3 +363,17 @@ def test_resuming_on_a_data_set_rebuilt_with_another_grid_size_is_one_line(data4
     line = one_error_line(capsys)
     assert line.startswith(f"trm: error: {run / STATE_NAME}: the saved weights do not fit") and "size mismatch" in line
     assert (run / STATE_NAME).read_bytes() == state
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0])
+def test_ctrl_c_while_the_cli_is_still_starting_is_one_line(data4, tmp_path, delay):
+    """Found by hand: a Ctrl-C in the first seconds (torch still importing, before trm.cli's main ran) was a
+    traceback: `import trm` no longer imports torch, so the CLI's handler is in place first."""
+    cmd = [sys.executable, "-m", "trm.cli", "train", "sudoku4-tiny", f"data={data4}", "--run-dir", str(tmp_path / "r")]
+    proc = subprocess.Popen([*cmd, "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert [line for line in err.splitlines() if line.startswith("trm:")] == err.strip().splitlines()[-1:], err
+    assert err.strip().splitlines()[-1].startswith("trm: interrupted"), err
