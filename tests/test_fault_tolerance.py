@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 import trm.train
 from trm import run_state
 from trm.cli import main
+from trm.distributed import Dist
 from trm.errors import CheckpointError
 from trm.integrity import SUMS_NAME, verify_checksums
 from trm.run_state import STATE_NAME, load_state
@@ -377,3 +378,28 @@ def test_ctrl_c_while_the_cli_is_still_starting_is_one_line(data4, tmp_path, del
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert [line for line in err.splitlines() if line.startswith("trm:")] == err.strip().splitlines()[-1:], err
     assert err.strip().splitlines()[-1].startswith("trm: interrupted"), err
+
+
+def test_a_second_run_into_a_run_directory_in_use_is_one_line_and_leaves_the_first_alone(data4, tmp_path, capsys):
+    """Found by hand: two `trm train` started together into one --run-dir both ran, their metrics.jsonl lines
+    interleaved, until one failed saving. Rank 0 now holds a lock on the directory while it trains; the system
+    drops it when the process ends, even by SIGKILL."""
+    run, log = tmp_path / "run", tmp_path / "first.log"
+    first = _start(["train", "sudoku4-tiny", f"data={data4}", "max_steps=100000", "--run-dir", str(run)], log)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.jsonl").exists():
+            assert first.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.05)
+        for argv in (["sudoku4-tiny", f"data={data4}", "max_steps=5", "--run-dir", str(run)], ["--resume", str(run)]):
+            assert main(["train", *argv, "--no-progress"]) == 2
+            assert one_error_line(capsys) == (
+                f"trm: error: {run}: another trm train is running in this run directory; let it end or use "
+                "another --run-dir"
+            )
+        assert first.poll() is None  # the first run goes on
+    finally:
+        first.kill()
+        first.wait()
+    with run_state.run_dir_lock(Dist(), run):  # free again once the first run was killed
+        pass

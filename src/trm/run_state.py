@@ -22,23 +22,29 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
 import numpy as np
 import torch
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs are not locked
+    fcntl = None  # type: ignore[assignment]
 from safetensors import SafetensorError
 
 from trm import distributed
-from trm.errors import CheckpointError, TRMError
+from trm.errors import CheckpointError, ConfigError, TRMError
 from trm.integrity import TMP, cannot_save, fsync_dir, write_atomic, write_checksums
 from trm.supervision import Carry
 from trm.tasks import TASK_FILE
 
 STATE_NAME = "train_state.pt"
 CONFIG_NAME = "config.json"
+LOCK_NAME = ".lock"
 CARRY_FIELDS = ("y", "z", "steps", "halted")
 OLD = ".old"  # the suffix of a checkpoint being replaced
 _TRAILER = b"\n#trm-sha256:"  # + 64 hex digits + b"\n" after the torch.save bytes
@@ -186,6 +192,31 @@ def clean_partial_writes(run_dir: Path, names: Iterable[str]) -> list[str]:
             os.replace(old, final)
             done.append(f"restored {final}")
     return done
+
+
+@contextlib.contextmanager
+def run_dir_lock(d: distributed.Dist, run_dir: Path) -> Iterator[None]:
+    """Global rank 0 holds an exclusive lock on the run directory while a run trains there: a second `trm train`
+    or `--resume` into it meanwhile is one error line (on every rank) instead of two runs writing the same files.
+    The system releases the lock when the process ends, however it ends."""
+    handle = None
+    with distributed.together(d):
+        if d.is_main and fcntl is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            handle = open(run_dir / LOCK_NAME, "a")  # noqa: SIM115 - closed below, when the run ends
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                raise ConfigError(
+                    f"{run_dir}: another trm train is running in this run directory; let it end or use another "
+                    "--run-dir"
+                ) from None
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.close()
 
 
 class StopSignals:

@@ -58,6 +58,7 @@ from trm.run_state import (
     TrainingInterrupted,
     clean_partial_writes,
     load_shared_state,
+    run_dir_lock,
 )
 from trm.supervision import Carry, DeepSupervision, exploration_min_steps
 from trm.tasks.arc_eval import VoteCollector
@@ -431,12 +432,13 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str, f
     d = distributed.init(cfg.device)
 
     def work() -> dict[str, float]:
-        if distributed.broadcast_object(d, (run_dir / STATE_NAME).exists()):  # rank 0's directory decides
-            raise ConfigError(f"{run_dir} already holds a run; use --resume {run_dir} or another --run-dir")
         trainer = Trainer(cfg, run_dir, progress, d)  # checks the config against the data before writing
-        if d.is_main:
-            save_run_config(run_dir, cfg)
-        return trainer.fit()
+        with run_dir_lock(d, run_dir):  # checked under the lock: another run may be starting there right now
+            if distributed.broadcast_object(d, (run_dir / STATE_NAME).exists()):  # rank 0's directory decides
+                raise ConfigError(f"{run_dir} already holds a run; use --resume {run_dir} or another --run-dir")
+            if d.is_main:
+                save_run_config(run_dir, cfg)
+            return trainer.fit()
 
     return distributed.run_then_leave(d, work)
 
@@ -471,12 +473,13 @@ def resume(run_dir: Path, progress: bool = True) -> dict[str, float]:
         if not distributed.all_agree(d, pick_device(cfg.device).type == d.device.type):
             raise ConfigError(f"the run trains on {cfg.device}, and not every process joined on that device type")
         trainer = Trainer(cfg, run_dir, progress, d)
-        state = load_shared_state(d, run_dir / STATE_NAME)
-        if state is None:
-            trainer.say(f"{run_dir}: no state saved yet; the run starts again from its {CONFIG_NAME}")
-        else:
-            trainer.load_state_dict(state)
-        return trainer.fit()
+        with run_dir_lock(d, run_dir):
+            state = load_shared_state(d, run_dir / STATE_NAME)
+            if state is None:
+                trainer.say(f"{run_dir}: no state saved yet; the run starts again from its {CONFIG_NAME}")
+            else:
+                trainer.load_state_dict(state)
+            return trainer.fit()
 
     return distributed.run_then_leave(d, work)
 
