@@ -403,3 +403,11 @@ def test_a_second_run_into_a_run_directory_in_use_is_one_line_and_leaves_the_fir
         first.wait()
     with run_state.run_dir_lock(Dist(), run):  # free again once the first run was killed
         pass
+
+
+def test_the_run_config_records_the_sizes_the_data_decided(data4, tmp_path):
+    """Found by hand: `seq_len=5 vocab_size=3` were written into the run's config.json while the model, built
+    from the data's sizes (16 cells, 11 tokens), ignored them."""
+    assert train(data4, tmp_path / "run", "max_steps=1", "seq_len=5", "vocab_size=3") == 0
+    model = json.loads((tmp_path / "run" / "config.json").read_text())["model"]
+    assert (model["seq_len"], model["vocab_size"]) == (16, 11)

@@ -436,8 +436,8 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str, f
         with run_dir_lock(d, run_dir):  # checked under the lock: another run may be starting there right now
             if distributed.broadcast_object(d, (run_dir / STATE_NAME).exists()):  # rank 0's directory decides
                 raise ConfigError(f"{run_dir} already holds a run; use --resume {run_dir} or another --run-dir")
-            if d.is_main:
-                save_run_config(run_dir, cfg)
+            if d.is_main:  # with the sizes the data decided (a seq_len=... given is replaced by the data's)
+                save_run_config(run_dir, cfg.model_copy(update={"model": trainer.model_cfg}))
             return trainer.fit()
 
     return distributed.run_then_leave(d, work)
