@@ -280,3 +280,11 @@ def test_a_cpu_device_with_an_index_is_a_bad_device_not_a_corrupt_checkpoint():
     with pytest.raises(ConfigError, match="not available"):
         pick_device("cpu:7")
     assert pick_device("cpu:0") == torch.device("cpu:0")
+
+
+def test_a_run_dir_that_is_a_file_is_one_line_and_the_file_stays(tmp_path, capsys):
+    (tmp_path / "a.txt").write_text("notes\n")
+    assert main(["train", "sudoku4-tiny", f"data={tmp_path}", "--run-dir", str(tmp_path / "a.txt")]) == 2
+    expected = f"trm: error: --run-dir {tmp_path / 'a.txt'}: a file; give a directory (new, or one to hold this run)"
+    assert capsys.readouterr().err.splitlines() == [expected]
+    assert (tmp_path / "a.txt").read_text() == "notes\n"

@@ -43,6 +43,8 @@ def train(args: argparse.Namespace) -> int:
             raise ConfigError("give a preset (see `trm info --presets`) or --resume RUN_DIR")
         cfg = build_train_config(args.preset, args.overrides)
         run_dir = args.run_dir or Path("runs") / args.preset
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ConfigError(f"--run-dir {run_dir}: a file; give a directory (new, or one to hold this run)")
         metrics = run_train(cfg, run_dir, progress=progress)
         if launched_as_main():  # under torchrun, rank 0 alone speaks
             print(f"run directory: {run_dir}")
