@@ -366,7 +366,7 @@ def test_resuming_on_a_data_set_rebuilt_with_another_grid_size_is_one_line(data4
     assert (run / STATE_NAME).read_bytes() == state
 
 
-@pytest.mark.parametrize("delay", [0.3, 1.0])
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.0])
 def test_ctrl_c_while_the_cli_is_still_starting_is_one_line(data4, tmp_path, delay):
     """Found by hand: a Ctrl-C in the first seconds (torch still importing, before trm.cli's main ran) was a
     traceback: `import trm` no longer imports torch, so the CLI's handler is in place first."""

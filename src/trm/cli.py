@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
+from types import ModuleType
 
 
 def count(text: str) -> int:
@@ -337,6 +340,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _import_commands() -> ModuleType:
+    """trm.commands (torch and the rest), with Ctrl-C held back until the import is done: a KeyboardInterrupt
+    inside torch's own import leaves it half-initialised, and the next use of it fails as a RecursionError."""
+    held: list[int] = []
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main_thread else signal.SIG_IGN
+    if previous is not signal.SIG_IGN:  # (a background job ignores it: leave that as it is)
+        signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        from trm import commands
+    finally:
+        if previous is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
+    return commands
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command: bad input is one `trm: error:` line and exit status 2, any other failure one line and
     exit status 1 (TRM_DEBUG=1 raises instead, with the traceback)."""
@@ -345,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     from trm.errors import TRMError
 
     try:
-        from trm import commands
+        commands = _import_commands()
         from trm.runtime import tune_process
 
         tune_process()
