@@ -288,3 +288,16 @@ def test_a_run_dir_that_is_a_file_is_one_line_and_the_file_stays(tmp_path, capsy
     expected = f"trm: error: --run-dir {tmp_path / 'a.txt'}: a file; give a directory (new, or one to hold this run)"
     assert capsys.readouterr().err.splitlines() == [expected]
     assert (tmp_path / "a.txt").read_text() == "notes\n"
+
+
+def test_a_run_directory_without_a_checkpoint_yet_says_so(tmp_path, capsys):
+    """Found by hand: it was "not a trm checkpoint (needs config.json and model.safetensors)"."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "metrics.jsonl").write_text("")
+    assert main(["eval", str(run), str(tmp_path)]) == 2
+    expected = (
+        f"trm: error: {run}: a run directory with no checkpoint yet (one is written at each evaluation and at the end)"
+    )
+    assert capsys.readouterr().err.splitlines() == [expected]

@@ -353,7 +353,13 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
     last = path / "checkpoints" / "last"
-    return path / "checkpoints" / last.read_text().strip() if last.is_file() else path
+    if last.is_file():
+        return path / "checkpoints" / last.read_text().strip()
+    if any((path / name).is_file() for name in ("metrics.jsonl", "train_state.pt")):  # a run's, not a checkpoint's
+        raise CheckpointError(
+            f"{path}: a run directory with no checkpoint yet (one is written at each evaluation and at the end)"
+        )
+    return path
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[RecursiveModel, Path]:
