@@ -29,11 +29,6 @@ from typing import Any, NoReturn
 
 import numpy as np
 import torch
-
-try:
-    import fcntl
-except ImportError:  # Windows: runs are not locked
-    fcntl = None  # type: ignore[assignment]
 from safetensors import SafetensorError
 
 from trm import distributed
@@ -41,6 +36,11 @@ from trm.errors import CheckpointError, ConfigError, TRMError
 from trm.integrity import TMP, cannot_save, fsync_dir, write_atomic, write_checksums
 from trm.supervision import Carry
 from trm.tasks import TASK_FILE
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs are not locked
+    fcntl = None  # type: ignore[assignment]
 
 STATE_NAME = "train_state.pt"
 CONFIG_NAME = "config.json"

@@ -271,8 +271,8 @@ class Trainer(RunState):
             bar.update(min(k * d.world_size, bar.total - bar.n))
             check()
 
-        check()
         with bar, self.ema.swapped(self.model) if self.ema else contextlib.nullcontext():
+            check()
             res = evaluate(
                 self.model,
                 self.eval_ds,

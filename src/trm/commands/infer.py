@@ -69,7 +69,7 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
             raise ConfigError("--show and --save-outputs run in a single process (not under torchrun)")
         if args.ensemble and args.save_outputs:
             raise ConfigError("--save-outputs saves one checkpoint's outputs; give no --ensemble with it")
-        if args.save_outputs and (args.save_outputs.is_dir() or str(args.save_outputs).endswith(os.sep)):
+        if args.save_outputs and args.save_outputs.is_dir():
             raise ConfigError(f"--save-outputs {args.save_outputs}: a directory; give a file name (FILE.npz)")
         if args.attempts < 1:
             raise ConfigError(f"--attempts must be at least 1, got {args.attempts}")
